@@ -1,0 +1,48 @@
+# Two commands do everything on a fresh clone (only Python >= 3.10 needed):
+#   make book   build the executed book into _build/html
+#   make test   library tests + nbval over every chapter
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export IPYTHONDIR := $(CURDIR)/.ipython
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: book test venv render check-sync notebooks nb clean
+
+venv: $(STAMP)
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+## Build the book, executing every chapter (cache mode: unchanged chapters are not re-run).
+book: venv
+	$(BIN)/jupyter-book build . --builder html
+
+## Every test: the library's unit tests and nbval over every chapter notebook.
+test: venv
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+## Render the committed (validated) outputs with warnings as errors, fresh, without executing.
+render: venv
+	rm -rf _build/html _build/.doctrees
+	$(BIN)/jupyter-book config sphinx . > /dev/null
+	$(BIN)/sphinx-build -b html -n -W --keep-going -E -q -D nb_execution_mode=off . _build/html
+	rm -f conf.py
+
+## The .ipynb files must hold exactly the cells of their jupytext sources (book/*.py).
+check-sync: venv
+	$(BIN)/python .ci/notebooks.py check
+
+## Regenerate and execute notebooks from their sources: make notebooks, or make nb NB=book/01_background.py
+notebooks: venv
+	$(BIN)/python .ci/notebooks.py build book/[0-9]*.py
+nb: venv
+	$(BIN)/python .ci/notebooks.py build $(NB)
+
+clean:
+	rm -rf _build conf.py
