@@ -2,16 +2,18 @@
 
 Each module starts with the array math of its algorithm (NumPy, no Keras) and ends with
 the Keras glue that applies it to a model. Every transform returns a new model and leaves
-the caller's model untouched.
+the caller's model untouched. Submodules load on first use (``cnl.pruning`` imports
+``compressnet_lite.pruning``), so ``import compressnet_lite`` stays cheap.
 
 Example:
     >>> import compressnet_lite as cnl
     >>> data = cnl.data.load_digits()
     >>> model = cnl.models.train(cnl.models.seed_mlp(), data, epochs=5)
-    >>> round(cnl.metrics.accuracy(model, data.x_test, data.y_test), 2) > 0.8
+    >>> cnl.metrics.accuracy(model, data.x_test, data.y_test) > 0.8
     True
 """
 
+import importlib as _importlib
 import os as _os
 
 # Quiet TensorFlow's C++ start-up lines unless the user asked for them, and make sure
@@ -19,8 +21,24 @@ import os as _os
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from compressnet_lite import data, metrics, models  # noqa: E402
-
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "data", "metrics", "models"]
+_MODULES = (
+    "data", "models", "metrics", "notebook",
+    "surgery", "pruning", "merging", "clustering", "lowrank",
+    "quantization", "distillation", "storage", "pipeline",
+)
+
+__all__ = ["__version__", *_MODULES]
+
+
+def __getattr__(name: str):
+    if name in _MODULES:
+        module = _importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_MODULES))
