@@ -225,10 +225,10 @@ def model_bytes(model: keras.Model, *, include_optimizer: bool = False) -> Model
             deployed model weighs.
     """
     check_model(model)
-    if not include_optimizer and model.optimizer is not None:
-        copy = keras.models.clone_model(model)
-        copy.set_weights(model.get_weights())
-        model = copy
+    if not include_optimizer and getattr(model, "optimizer", None) is not None:
+        from compressnet_lite.models import clone
+
+        model = clone(model)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.keras")
         model.save(path)

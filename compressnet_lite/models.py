@@ -13,7 +13,7 @@ import keras
 from compressnet_lite._checks import check_model, check_positive_int
 from compressnet_lite.data import Dataset
 
-__all__ = ["seed_mlp", "mlp", "lenet_300_100", "lenet5", "train", "compile_model"]
+__all__ = ["seed_mlp", "mlp", "lenet_300_100", "lenet5", "train", "compile_model", "clone"]
 
 
 def mlp(input_dim: int, hidden: Sequence[int], num_classes: int = 10, *,
@@ -169,12 +169,31 @@ def train(model: keras.Model, dataset: Dataset, epochs: int = 10, *, batch_size:
         raise ValueError(f"model has {out_units} outputs but dataset has {dataset.num_classes} classes")
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    if recompile or model.optimizer is None:
+    if recompile or getattr(model, "optimizer", None) is None:
         compile_model(model, learning_rate=learning_rate)
     model.fit(dataset.x_train, dataset.y_train, epochs=epochs, batch_size=batch_size,
               validation_data=(dataset.x_test, dataset.y_test) if validation else None,
               callbacks=list(callbacks), verbose=verbose)
     return model
+
+
+def clone(model: keras.Model) -> keras.Model:
+    """A new, uncompiled model with the same architecture and a copy of the weights.
+
+    Unlike ``keras.models.clone_model``, which in Keras 3 also compiles the copy with a new
+    optimizer when the original was compiled, the copy carries no optimizer state: saving it
+    stores the weights alone.
+
+    Raises:
+        TypeError / ValueError: ``model`` is not a built Keras model.
+    """
+    check_model(model)
+    try:
+        copy = model.__class__.from_config(model.get_config())
+    except (NotImplementedError, TypeError, ValueError):  # subclassed models without a config
+        copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _ends_in_softmax(model: keras.Model) -> bool:
