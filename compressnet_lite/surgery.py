@@ -222,8 +222,8 @@ def _rebuild(model: keras.Model, layers: list[keras.layers.Layer],
         expected = [tuple(v.shape) for v in new_layer.weights]
         got = [tuple(np.shape(w)) for w in weights]
         if expected != got:
-            raise ValueError(f"weights for layer {new_layer.name!r} have shapes {got}, "
-                             f"the layer needs {expected}")
+            raise ValueError(f"weights for layer {new_layer.name!r} have shapes {got}, but on "
+                             f"its new input the layer needs {expected}")
         if weights:
             new_layer.set_weights(weights)
     return new_model
@@ -307,9 +307,6 @@ def keep_units(model: keras.Model, layer: Any, keep: Any, fold: Any = None) -> k
         raise ValueError(f"layer {target.name!r} is a {type(target).__name__}; keep_units "
                          "shrinks Dense or Conv2D layers")
     _plain_weights(target)
-    if _activation_name(target) in _CHANNEL_MIXING_ACTIVATIONS:
-        raise ValueError(f"layer {target.name!r} applies {_activation_name(target)} across its "
-                         "units; removing a unit would change the others (is it the output layer?)")
     units = int(target.kernel.shape[-1])
     keep = _check_keep(keep, units)
 
@@ -325,6 +322,9 @@ def keep_units(model: keras.Model, layer: Any, keep: Any, fold: Any = None) -> k
         raise ValueError(f"layer {target.name!r} is the model's last weighted layer: shrinking "
                          "the output layer would change the model's output; nothing "
                          "downstream to shrink")
+    if _activation_name(target) in _CHANNEL_MIXING_ACTIVATIONS:
+        raise ValueError(f"layer {target.name!r} applies {_activation_name(target)} across its "
+                         "units; removing a unit would change the others")
     for carried in between:
         _check_carry(carried)
     if not isinstance(nxt, _WEIGHTED) or isinstance(
@@ -406,7 +406,7 @@ def replace_layer(model: keras.Model, layer: Any, new_layers: Sequence[keras.lay
     """
     layers = chain_layers(model)
     target = check_layer(model, layer)
-    if isinstance(new_layers, keras.layers.Layer) or not isinstance(new_layers, Sequence) or not new_layers:
+    if isinstance(new_layers, (keras.layers.Layer, str, bytes)) or not isinstance(new_layers, Sequence) or not new_layers:
         raise TypeError("new_layers must be a non-empty list of Keras layers")
     for i, new in enumerate(new_layers):
         if not isinstance(new, keras.layers.Layer) or isinstance(new, keras.Model):

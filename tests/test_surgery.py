@@ -188,7 +188,7 @@ def test_replace_layer_exact_low_rank(sequential):
     new_layers = [keras.layers.Dense(10, use_bias=False, name="fc1_u"),
                   keras.layers.Dense(10, activation="relu", name="fc1_v")]
     replaced = surgery.replace_layer(model, "fc1", new_layers, [[u * s], [vt, b]])
-    names = [l.name for l in replaced.layers]
+    names = [l.name for l in replaced.layers if not isinstance(l, keras.layers.InputLayer)]
     assert names == ["fc1_u", "fc1_v", "fc2", "out"]
     assert type(replaced) is type(model)
     np.testing.assert_allclose(replaced(X_VEC), model(X_VEC), rtol=1e-5, atol=1e-5)
@@ -359,7 +359,7 @@ def test_fold_through_batchnorm_is_refused():
     pytest.param(lambda: [keras.layers.Dense(10, name="fc2")], [[np.ones((12, 10)), np.ones(10)]],
                  ValueError, "already used", id="name-clash"),
     pytest.param(lambda: [keras.layers.Dense(7, name="x")], [[np.ones((12, 7)), np.ones(7)]],
-                 ValueError, "'fc2' cannot take", id="misfit"),
+                 ValueError, "'fc2' have shapes.*new input", id="misfit"),
     pytest.param(lambda: [_built()], [[np.ones((12, 10)), np.ones(10)]], ValueError, "already built",
                  id="built"),
 ])
