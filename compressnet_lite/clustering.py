@@ -72,7 +72,7 @@ def kmeans_codebook(w: Any, k: int, init: str = "linear", *, max_iter: int = 100
 
     Example:
         >>> c, idx = kmeans_codebook(np.array([0.1, 0.11, 0.9, 1.0]), 2)
-        >>> np.round(c, 3).tolist(), idx.tolist()
+        >>> [round(float(v), 3) for v in c], idx.tolist()
         ([0.105, 0.95], [0, 0, 1, 1])
     """
     w = check_array(w, "w")
