@@ -39,7 +39,7 @@ def huffman_code_lengths(counts: Any) -> np.ndarray:
     """Length in bits of each symbol's Huffman code, from the symbols' counts.
 
     Repeatedly merges the two least frequent subtrees (a min-heap); a symbol's code length
-    is its depth in the final tree. Symbols with count 0 get length 0 (no code). A lone
+    is its depth in the final tree (found by following parent links from the root). Symbols with count 0 get length 0 (no code). A lone
     symbol gets length 1 so that it still costs one bit per occurrence.
 
     Args:
@@ -66,18 +66,21 @@ def huffman_code_lengths(counts: Any) -> np.ndarray:
     if used.size == 1:
         lengths[used] = 1
         return lengths
-    # Heap items: (count, tie-breaker, symbols in the subtree). Ties break by creation
-    # order, so the result is deterministic.
-    heap = [(int(counts[s]), i, [int(s)]) for i, s in enumerate(used)]
+    # Heap items: (count, node id). Leaves are nodes 0..k-1, each merge creates the next
+    # id, so ties break by creation order and the result is deterministic.
+    k = used.size
+    parent = np.zeros(2 * k - 1, dtype=np.int64)
+    heap = [(int(counts[s]), i) for i, s in enumerate(used)]
     heapq.heapify(heap)
-    tie = len(heap)
-    while len(heap) > 1:
-        c1, _, s1 = heapq.heappop(heap)
-        c2, _, s2 = heapq.heappop(heap)
-        lengths[s1] += 1  # every symbol under a merged node moves one level deeper
-        lengths[s2] += 1
-        heapq.heappush(heap, (c1 + c2, tie, s1 + s2))
-        tie += 1
+    for node in range(k, 2 * k - 1):
+        c1, a = heapq.heappop(heap)
+        c2, b = heapq.heappop(heap)
+        parent[a] = parent[b] = node
+        heapq.heappush(heap, (c1 + c2, node))
+    depth = np.zeros(2 * k - 1, dtype=np.int64)
+    for node in range(2 * k - 3, -1, -1):  # parents have larger ids: walk from the root down
+        depth[node] = depth[parent[node]] + 1
+    lengths[used] = depth[:k]
     return lengths
 
 
