@@ -1,0 +1,900 @@
+"""Weight quantization: k-bit affine/symmetric codes, binary weights, QAT and real int8 with TFLite.
+
+The article rounds every weight to the nearest integer, ``W~ = round(W)``; weights of a
+trained network lie mostly in (-1, 1), so almost all of them become 0. Quantization needs a
+*scale* ``S`` (and, for an asymmetric range, a *zero point* ``Z``) (Jacob et al. 2018)::
+
+    q = clip(round(w / S) + Z, qmin, qmax)        w ~ S * (q - Z)
+
+Array math (NumPy, no Keras) comes first: :func:`quantize`, :func:`dequantize`,
+:func:`binarize`, :func:`pack` / :func:`unpack`. The Keras glue follows:
+:func:`quantize_model` (post-training, per channel), :func:`quantize_aware` (fake
+quantization with the straight-through estimator), :func:`quantization_report` (bytes
+measured on disk) and :func:`to_tflite` / :func:`tflite_predict` (full-integer int8 kernels
+through TensorFlow Lite).
+
+How a quantized layer stores itself (:class:`QuantizedDense`, :class:`QuantizedConv2D`,
+:class:`QuantizedDepthwiseConv2D`): its ``kernel`` is an ordinary, frozen (non-trainable)
+float kernel equal to ``dequantize(codes)``, so the layer computes exactly like its Keras
+parent; beside it live three non-trainable weights ``cnl_codes`` (integer codes, kernel
+shape, smallest integer dtype), ``cnl_scale`` and ``cnl_zero_point`` (shape ``()``
+per tensor or ``(channels,)`` per channel), and the config holds ``bits``, ``symmetric``
+and ``axis`` (the kernel axis that has one scale per index, or ``None``).
+``layer.qtensor()`` returns all of it as a :class:`QTensor`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+import warnings
+from typing import Any, Iterable, NamedTuple, Sequence
+
+import keras
+import numpy as np
+from keras import ops
+
+from compressnet_lite._checks import check_array, check_model, check_positive_int
+
+__all__ = [
+    "QTensor", "code_range", "quantize", "dequantize", "binarize", "pack", "unpack",
+    "QuantizedDense", "QuantizedConv2D", "QuantizedDepthwiseConv2D",
+    "QATDense", "QATConv2D", "QATDepthwiseConv2D",
+    "quantize_model", "quantize_aware", "quantized_layers", "write_packed",
+    "QuantReport", "quantization_report", "to_tflite", "TFLiteRunner", "tflite_predict",
+]
+
+MAX_BITS = 16
+
+
+# ---------------------------------------------------------------------------------------
+# Array math
+# ---------------------------------------------------------------------------------------
+
+class QTensor(NamedTuple):
+    """A quantized array: ``dequantize(qt) == scale * (q - zero_point)`` (broadcast along ``axis``).
+
+    Attributes:
+        q: integer codes, same shape as the original array, smallest integer dtype.
+        scale: float32 step size, shape ``()`` (per tensor) or ``(w.shape[axis],)``.
+        zero_point: integer code of the real value 0, same shape as ``scale``.
+        bits: bit width of the codes (1..16).
+        axis: the axis with one scale per index, or ``None`` for one scale.
+    """
+
+    q: np.ndarray
+    scale: np.ndarray
+    zero_point: np.ndarray
+    bits: int
+    axis: int | None
+
+    @property
+    def symmetric(self) -> bool:
+        """True when the codes are signed and centred on 0 (zero point 0)."""
+        return bool(np.issubdtype(self.q.dtype, np.signedinteger))
+
+
+def code_range(bits: int, symmetric: bool = True) -> tuple[int, int]:
+    """Smallest and largest integer code for ``bits``.
+
+    Symmetric codes use the narrow signed range ``[-(2^(b-1) - 1), 2^(b-1) - 1]`` (int8:
+    -127..127, as Keras and TFLite weights do), except 1 bit, which is ``{-1, +1}``
+    (a sign). Affine codes use ``[0, 2^b - 1]``.
+
+    Example:
+        >>> code_range(8), code_range(4, symmetric=False), code_range(1)
+        ((-127, 127), (0, 15), (-1, 1))
+    """
+    bits = check_positive_int(bits, "bits", maximum=MAX_BITS)
+    if not symmetric:
+        return 0, 2 ** bits - 1
+    return (-1, 1) if bits == 1 else (-(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1)
+
+
+def _code_dtype(bits: int, symmetric: bool) -> np.dtype:
+    if symmetric:
+        return np.dtype(np.int8 if bits <= 8 else np.int16)
+    return np.dtype(np.uint8 if bits <= 8 else np.uint16)
+
+
+def _check_float(w: Any, name: str) -> np.ndarray:
+    arr = check_array(w, name)
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise TypeError(f"{name} must be a floating-point array, got dtype {arr.dtype}")
+    return arr
+
+
+def _check_axis(axis: Any, ndim: int) -> int | None:
+    if axis is None:
+        return None
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"axis must be an int or None, got {type(axis).__name__}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis must be in [{-ndim}, {ndim - 1}] for an array with {ndim} dimensions, "
+                         f"got {axis}")
+    return int(axis) % ndim
+
+
+def _reduce_axes(ndim: int, axis: int | None) -> tuple[int, ...]:
+    return tuple(i for i in range(ndim) if i != axis)
+
+
+def _expand(v: np.ndarray, ndim: int, axis: int | None) -> np.ndarray:
+    """Reshape a per-channel vector so it broadcasts along ``axis`` of an ``ndim`` array."""
+    if axis is None or ndim == 0:
+        return v
+    shape = [1] * ndim
+    shape[axis] = -1
+    return v.reshape(shape)
+
+
+def quantize(w: Any, bits: int = 8, symmetric: bool = True, axis: int | None = None) -> QTensor:
+    """Quantize a float array to ``bits``-bit integer codes with round-to-nearest.
+
+    Symmetric: ``S = max|w| / qmax``, ``Z = 0`` (1 bit: ``q = sign(w)``, ``S = mean|w|``,
+    the XNOR-Net scale). Affine: the range ``[min(w, 0), max(w, 0)]`` (it always contains 0,
+    so 0 is exact) maps onto ``[0, 2^b - 1]``: ``S = (max - min) / (2^b - 1)``,
+    ``Z = round(-min / S)``. Inside the representable range the error is at most ``S / 2``.
+
+    Args:
+        w: float array (any shape).
+        bits: code width, 1..16.
+        symmetric: signed codes centred on 0 (``True``) or unsigned codes with a zero point.
+        axis: per-channel quantization, one scale per index of this axis (the output
+            channel: ``-1`` for Dense and Conv2D kernels); ``None`` for one scale.
+
+    Returns:
+        A :class:`QTensor`.
+
+    Raises:
+        TypeError: ``w`` is not a float array, ``bits`` or ``axis`` is not an int.
+        ValueError: ``w`` is empty or not finite, ``bits`` outside 1..16, ``axis`` out of range.
+
+    Example:
+        >>> qt = quantize(np.array([-1.0, 0.0, 0.5, 1.0]), bits=8)
+        >>> qt.q, float(qt.scale)
+        (array([-127,    0,   64,  127], dtype=int8), 0.007874015718698502)
+    """
+    bits = check_positive_int(bits, "bits", maximum=MAX_BITS)
+    w = _check_float(w, "w")
+    axis = _check_axis(axis, w.ndim)
+    w = w.astype(np.promote_types(w.dtype, np.float32))
+    qmin, qmax = code_range(bits, symmetric)
+    red = _reduce_axes(w.ndim, axis)
+    # Codes are computed as w * (levels / range), like keras.quantizers.abs_max_quantize: the
+    # factor is exact for ties such as 0.5 * 7 = 3.5, where w / (range / levels) can land on
+    # 3.4999998 in float32. Rounding is half to even (np.round).
+    floor = np.finfo(w.dtype).tiny * 2.0 ** 16  # keeps levels / range finite for subnormal ranges
+    if symmetric:
+        zero = np.zeros(() if axis is None else w.shape[axis], dtype=_code_dtype(bits, True))
+        if bits == 1:
+            scale = np.mean(np.abs(w), axis=red)
+            q = np.where(w >= 0, 1, -1)
+        else:
+            peak = np.max(np.abs(w), axis=red)
+            peak = np.where(peak > 0, np.maximum(peak, floor), qmax).astype(w.dtype)  # all-zero: S = 1
+            scale, inv = peak / qmax, (qmax / peak).astype(w.dtype)
+            q = np.clip(np.round(w * _expand(inv, w.ndim, axis)), qmin, qmax)
+    else:
+        lo = np.minimum(np.min(w, axis=red), 0.0)
+        hi = np.maximum(np.max(w, axis=red), 0.0)
+        levels = qmax - qmin
+        span = np.where(hi > lo, np.maximum(hi - lo, floor), levels).astype(w.dtype)
+        scale, inv = span / levels, (levels / span).astype(w.dtype)
+        zero = np.clip(np.round(qmin - lo * inv), qmin, qmax)
+        q = np.clip(np.round(w * _expand(inv, w.ndim, axis)) + _expand(zero, w.ndim, axis), qmin, qmax)
+    dtype = _code_dtype(bits, symmetric)
+    return QTensor(q.astype(dtype), np.asarray(scale, np.float32), np.asarray(zero).astype(dtype),
+                   bits, axis)
+
+
+def dequantize(qt: QTensor) -> np.ndarray:
+    """The float32 array a :class:`QTensor` stands for: ``scale * (q - zero_point)``.
+
+    Raises:
+        TypeError: ``qt`` is not a QTensor.
+
+    Example:
+        >>> dequantize(quantize(np.array([-1.0, 0.0, 0.5, 1.0]), bits=2))  # 0.5 ties to even: 0
+        array([-1.,  0.,  0.,  1.], dtype=float32)
+    """
+    if not isinstance(qt, QTensor):
+        raise TypeError(f"qt must be a QTensor (from quantize), got {type(qt).__name__}")
+    q = np.asarray(qt.q)
+    scale = _expand(np.asarray(qt.scale, np.float32), q.ndim, qt.axis)
+    zero = _expand(np.asarray(qt.zero_point).astype(np.float32), q.ndim, qt.axis)
+    return (scale * (q.astype(np.float32) - zero)).astype(np.float32)
+
+
+def binarize(w: Any, axis: int | None = None) -> np.ndarray:
+    """Binary weights with a scale (XNOR-Net, Rastegari et al. 2016): ``alpha * sign(w)``.
+
+    ``alpha = mean |w|`` minimises ``||w - alpha * sign(w)||^2``; XNOR-Net takes one alpha per
+    output filter (``axis=-1`` for a Conv2D or Dense kernel). ``sign(0)`` is taken as +1.
+
+    Args:
+        w: float array.
+        axis: one alpha per index of this axis, or ``None`` for one alpha.
+
+    Returns:
+        A float32 array of ``w``'s shape holding two values per channel, ``+-alpha``.
+
+    Example:
+        >>> binarize(np.array([0.5, -1.5, 1.0]))
+        array([ 1., -1.,  1.], dtype=float32)
+    """
+    return dequantize(quantize(w, bits=1, symmetric=True, axis=axis))
+
+
+def pack(qt: QTensor) -> np.ndarray:
+    """Pack the codes of ``qt`` into bytes, ``bits`` bits each (two 4-bit codes per byte, ...).
+
+    Codes are first shifted to unsigned ``0 .. 2^b - 1`` (``q - qmin``; for 1 bit
+    ``(q + 1) / 2``), then written least significant bit first. ``n`` codes take
+    ``ceil(n * bits / 8)`` bytes.
+
+    Raises:
+        TypeError: ``qt`` is not a QTensor.
+
+    Example:
+        >>> pack(quantize(np.array([-1.0, 0.0, 0.5, 1.0]), bits=4)).tolist()
+        [112, 235]
+    """
+    if not isinstance(qt, QTensor):
+        raise TypeError(f"qt must be a QTensor (from quantize), got {type(qt).__name__}")
+    qmin, _ = code_range(qt.bits, qt.symmetric)
+    u = np.asarray(qt.q).astype(np.int64).ravel()
+    u = (u + 1) // 2 if qt.bits == 1 and qt.symmetric else u - qmin
+    planes = ((u[:, None] >> np.arange(qt.bits)) & 1).astype(np.uint8)
+    return np.packbits(planes.ravel(), bitorder="little")
+
+
+def unpack(data: Any, bits: int, shape: Sequence[int], symmetric: bool = True) -> np.ndarray:
+    """Inverse of :func:`pack`: integer codes of ``shape`` from packed bytes.
+
+    Raises:
+        ValueError: ``data`` holds fewer bytes than ``shape`` needs.
+        TypeError: ``data`` is not an array of bytes.
+    """
+    bits = check_positive_int(bits, "bits", maximum=MAX_BITS)
+    data = np.asarray(data)
+    if data.dtype != np.uint8:
+        raise TypeError(f"data must be a uint8 array (from pack), got dtype {data.dtype}")
+    shape = tuple(int(s) for s in shape)
+    n = int(np.prod(shape))
+    if data.size * 8 < n * bits:
+        raise ValueError(f"data holds {data.size} bytes; shape {shape} at {bits} bits needs "
+                         f"{(n * bits + 7) // 8}")
+    planes = np.unpackbits(data.ravel(), bitorder="little")[: n * bits].reshape(n, bits)
+    u = (planes.astype(np.int64) << np.arange(bits)).sum(axis=1)
+    qmin, _ = code_range(bits, symmetric)
+    q = 2 * u - 1 if bits == 1 and symmetric else u + qmin
+    return q.astype(_code_dtype(bits, symmetric)).reshape(shape)
+
+
+# ---------------------------------------------------------------------------------------
+# Keras glue: layers
+# ---------------------------------------------------------------------------------------
+
+_PACKAGE = "compressnet_lite"
+
+
+def _output_axis(layer: keras.layers.Layer) -> int:
+    """Kernel axis of the output channels (per-channel quantization runs along it)."""
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return 2  # (kh, kw, in_channels, depth_multiplier): one channel group per input channel
+    return -1 % len(layer.kernel.shape)
+
+
+class _QuantizedMixin:
+    """State of a post-training quantized layer: frozen float kernel + integer codes + scales."""
+
+    def _init_quant(self, bits: int, symmetric: bool, axis: int | None) -> None:
+        self.bits = check_positive_int(bits, "bits", maximum=MAX_BITS)
+        self.symmetric = bool(symmetric)
+        self.axis = None if axis is None else int(axis)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.kernel.trainable = False  # the kernel must stay equal to dequantize(codes)
+        shape = tuple(self.kernel.shape)
+        vec = () if self.axis is None else (shape[self.axis],)
+        dtype = str(_code_dtype(self.bits, self.symmetric))
+        self.cnl_codes = self.add_weight(name="cnl_codes", shape=shape, dtype=dtype,
+                                         initializer="zeros", trainable=False)
+        self.cnl_scale = self.add_weight(name="cnl_scale", shape=vec, dtype="float32",
+                                         initializer="ones", trainable=False)
+        self.cnl_zero_point = self.add_weight(name="cnl_zero_point", shape=vec, dtype=dtype,
+                                              initializer="zeros", trainable=False)
+
+    def qtensor(self) -> QTensor:
+        """The layer's kernel as a :class:`QTensor` (codes, scale, zero point, bits, axis)."""
+        return QTensor(np.asarray(keras.ops.convert_to_numpy(self.cnl_codes)),
+                       np.asarray(keras.ops.convert_to_numpy(self.cnl_scale)),
+                       np.asarray(keras.ops.convert_to_numpy(self.cnl_zero_point)),
+                       self.bits, self.axis)
+
+    def set_qtensor(self, qt: QTensor) -> None:
+        """Store ``qt`` and set the kernel to ``dequantize(qt)``."""
+        self.cnl_codes.assign(qt.q)
+        self.cnl_scale.assign(qt.scale)
+        self.cnl_zero_point.assign(qt.zero_point)
+        self.kernel.assign(dequantize(qt))
+
+    # Keras' Dense/Conv save only kernel and bias; save every variable instead.
+    def save_own_variables(self, store):
+        keras.layers.Layer.save_own_variables(self, store)
+
+    def load_own_variables(self, store):
+        keras.layers.Layer.load_own_variables(self, store)
+
+    def get_config(self):
+        return {**super().get_config(), "bits": self.bits, "symmetric": self.symmetric, "axis": self.axis}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class QuantizedDense(_QuantizedMixin, keras.layers.Dense):
+    """A Dense layer whose kernel is ``dequantize(codes)``; codes and scales are ``cnl_*`` weights."""
+
+    def __init__(self, *args, bits: int = 8, symmetric: bool = True, axis: int | None = -1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_quant(bits, symmetric, axis)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class QuantizedConv2D(_QuantizedMixin, keras.layers.Conv2D):
+    """A Conv2D layer whose kernel is ``dequantize(codes)``; codes and scales are ``cnl_*`` weights."""
+
+    def __init__(self, *args, bits: int = 8, symmetric: bool = True, axis: int | None = 3, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_quant(bits, symmetric, axis)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class QuantizedDepthwiseConv2D(_QuantizedMixin, keras.layers.DepthwiseConv2D):
+    """A DepthwiseConv2D whose kernel is ``dequantize(codes)``; codes and scales are ``cnl_*`` weights."""
+
+    def __init__(self, *args, bits: int = 8, symmetric: bool = True, axis: int | None = 2, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_quant(bits, symmetric, axis)
+
+
+def fake_quant_weights(w: Any, bits: int, axis: int | None = None) -> Any:
+    """Symmetric fake quantization with the straight-through estimator, in ``keras.ops``.
+
+    Forward: ``dequantize(quantize(w, bits, axis=axis))`` (the same numbers as the NumPy
+    path). Backward: the gradient passes through unchanged (``w + stop_gradient(wq - w)``),
+    the straight-through estimator of Bengio et al. 2013 / Courbariaux et al. 2015.
+    """
+    ndim = len(w.shape)
+    red = _reduce_axes(ndim, axis)
+    _, qmax = code_range(bits, True)
+    if bits == 1:
+        scale = ops.mean(ops.abs(w), axis=red, keepdims=True)
+        wq = ops.where(w >= 0, scale, -scale)
+    else:
+        peak = ops.max(ops.abs(w), axis=red, keepdims=True)
+        floor = float(np.finfo(np.float32).tiny) * 2.0 ** 16
+        peak = ops.where(peak > 0, ops.maximum(peak, floor), float(qmax) * ops.ones_like(peak))
+        wq = ops.clip(ops.round(w * (qmax / peak)), -qmax, qmax) * (peak / qmax)
+    return w + ops.stop_gradient(wq - w)
+
+
+class _QATMixin:
+    """Fake-quantized kernel (STE) and, optionally, fake-quantized outputs with tracked ranges."""
+
+    def _init_qat(self, bits: int, axis: int | None, activation_bits: int | None,
+                  ema_decay: float) -> None:
+        self.bits = check_positive_int(bits, "bits", maximum=MAX_BITS)
+        self.axis = None if axis is None else int(axis)
+        self.activation_bits = None if activation_bits is None else check_positive_int(
+            activation_bits, "activation_bits", minimum=2, maximum=MAX_BITS)
+        self.ema_decay = float(ema_decay)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.activation_bits is not None:
+            self.cnl_act_min = self.add_weight(name="cnl_act_min", shape=(), initializer="zeros",
+                                               trainable=False)
+            self.cnl_act_max = self.add_weight(name="cnl_act_max", shape=(), initializer="zeros",
+                                               trainable=False)
+            self.cnl_act_steps = self.add_weight(name="cnl_act_steps", shape=(), initializer="zeros",
+                                                 trainable=False)
+
+    def _fq_kernel(self):
+        return fake_quant_weights(self.kernel, self.bits, self.axis)
+
+    def _fq_outputs(self, x, training):
+        if self.activation_bits is None:
+            return x
+        if training:
+            lo, hi = ops.minimum(ops.min(x), 0.0), ops.maximum(ops.max(x), 0.0)
+            first = ops.equal(self.cnl_act_steps, 0.0)
+            d = self.ema_decay
+            self.cnl_act_min.assign(ops.where(first, lo, d * self.cnl_act_min + (1 - d) * lo))
+            self.cnl_act_max.assign(ops.where(first, hi, d * self.cnl_act_max + (1 - d) * hi))
+            self.cnl_act_steps.assign(self.cnl_act_steps + 1.0)
+        return keras.quantizers.fake_quant_with_min_max_vars(
+            x, self.cnl_act_min, self.cnl_act_max, num_bits=self.activation_bits)
+
+    def save_own_variables(self, store):
+        keras.layers.Layer.save_own_variables(self, store)
+
+    def load_own_variables(self, store):
+        keras.layers.Layer.load_own_variables(self, store)
+
+    def get_config(self):
+        return {**super().get_config(), "bits": self.bits, "axis": self.axis,
+                "activation_bits": self.activation_bits, "ema_decay": self.ema_decay}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class QATDense(_QATMixin, keras.layers.Dense):
+    """Dense trained with a fake-quantized kernel (STE); optional fake-quantized outputs."""
+
+    def __init__(self, *args, bits: int = 8, axis: int | None = -1, activation_bits: int | None = None,
+                 ema_decay: float = 0.99, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_qat(bits, axis, activation_bits, ema_decay)
+
+    def call(self, inputs, training=None):
+        x = ops.matmul(inputs, self._fq_kernel())
+        if self.bias is not None:
+            x = ops.add(x, self.bias)
+        if self.activation is not None:
+            x = self.activation(x)
+        return self._fq_outputs(x, training)
+
+
+class _QATConvCall:
+    def _conv(self, inputs, kernel):
+        return self.convolution_op(inputs, kernel)
+
+    def call(self, inputs, training=None):
+        x = self._conv(inputs, self._fq_kernel())
+        if self.use_bias:
+            channels = x.shape[-1] if self.data_format == "channels_last" else x.shape[1]
+            shape = (1,) * (self.rank + 1) + (channels,) if self.data_format == "channels_last" \
+                else (1, channels) + (1,) * self.rank
+            x = ops.add(x, ops.reshape(self.bias, shape))
+        if self.activation is not None:
+            x = self.activation(x)
+        return self._fq_outputs(x, training)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class QATConv2D(_QATMixin, _QATConvCall, keras.layers.Conv2D):
+    """Conv2D trained with a fake-quantized kernel (STE); optional fake-quantized outputs."""
+
+    def __init__(self, *args, bits: int = 8, axis: int | None = 3, activation_bits: int | None = None,
+                 ema_decay: float = 0.99, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_qat(bits, axis, activation_bits, ema_decay)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class QATDepthwiseConv2D(_QATMixin, _QATConvCall, keras.layers.DepthwiseConv2D):
+    """DepthwiseConv2D trained with a fake-quantized kernel (STE); optional fake-quantized outputs."""
+
+    def __init__(self, *args, bits: int = 8, axis: int | None = 2, activation_bits: int | None = None,
+                 ema_decay: float = 0.99, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_qat(bits, axis, activation_bits, ema_decay)
+
+    def _conv(self, inputs, kernel):
+        return ops.depthwise_conv(inputs, kernel, strides=self.strides, padding=self.padding,
+                                  dilation_rate=self.dilation_rate, data_format=self.data_format)
+
+
+# ---------------------------------------------------------------------------------------
+# Keras glue: model rewriting
+# ---------------------------------------------------------------------------------------
+
+_PLAIN = (keras.layers.Dense, keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+_QUANTIZED = {keras.layers.Dense: QuantizedDense, keras.layers.Conv2D: QuantizedConv2D,
+              keras.layers.DepthwiseConv2D: QuantizedDepthwiseConv2D}
+_QAT = {keras.layers.Dense: QATDense, keras.layers.Conv2D: QATConv2D,
+        keras.layers.DepthwiseConv2D: QATDepthwiseConv2D}
+_OWN_KEYS = ("bits", "symmetric", "axis", "activation_bits", "ema_decay")
+
+
+def _base_type(layer: keras.layers.Layer) -> type | None:
+    """Dense, Conv2D or DepthwiseConv2D for a supported layer (plain, QAT or quantized), else None."""
+    for cls in _PLAIN:
+        if type(layer) is cls or type(layer) in (_QUANTIZED[cls], _QAT[cls]):
+            return cls
+    return None
+
+
+def _select(model: keras.Model, layers: Iterable[str] | None) -> list[keras.layers.Layer]:
+    supported = "Dense, Conv2D, DepthwiseConv2D"
+    if layers is None:
+        chosen = [l for l in model.layers if _base_type(l) is not None]
+        if not chosen:
+            kinds = ", ".join(sorted({type(l).__name__ for l in model.layers}))
+            raise ValueError(f"model has no layer to quantize (supported: {supported}); its layers are {kinds}")
+        return chosen
+    if isinstance(layers, str):
+        layers = [layers]
+    by_name = {l.name: l for l in model.layers}
+    chosen = []
+    for name in layers:
+        if name not in by_name:
+            raise ValueError(f"layers: {name!r} is not in model {model.name!r}; its layers are: "
+                             f"{', '.join(map(repr, by_name))}")
+        if _base_type(by_name[name]) is None:
+            raise ValueError(f"layers: {name!r} is a {type(by_name[name]).__name__}, which cannot be "
+                             f"quantized (supported: {supported})")
+        chosen.append(by_name[name])
+    return chosen
+
+
+def _rebuild(model: keras.Model, new_layer) -> keras.Model:
+    """Clone ``model`` calling ``new_layer(old) -> new layer or None (plain copy)``, then copy weights."""
+    functional = any(c.__name__ == "Functional" for c in type(model).__mro__)
+    if not (functional or isinstance(model, keras.Sequential)):
+        raise ValueError(f"model must be a functional or Sequential Keras model, got subclassed "
+                         f"{type(model).__name__}; rebuild it with keras.Input / keras.Sequential")
+
+    def clone(layer):
+        made = new_layer(layer)
+        return made if made is not None else layer.__class__.from_config(layer.get_config())
+
+    try:
+        new = keras.models.clone_model(model, clone_function=clone)
+    except Exception as exc:  # subclassed models and unusual graphs
+        raise ValueError(f"model {model.name!r} could not be rebuilt layer by layer: {exc}") from exc
+    return new
+
+
+def _plain_config(layer: keras.layers.Layer) -> dict:
+    return {k: v for k, v in layer.get_config().items() if k not in _OWN_KEYS}
+
+
+def _copy_weights(old: keras.layers.Layer, new: keras.layers.Layer) -> None:
+    """Copy kernel/bias (by name) from ``old`` into ``new``."""
+    src = {v.path.split("/")[-1]: v for v in old.weights}
+    for v in new.weights:
+        name = v.path.split("/")[-1]
+        if name in src and not name.startswith("cnl_"):
+            v.assign(keras.ops.convert_to_numpy(src[name]))
+
+
+def quantize_model(model: keras.Model, bits: int = 8, per_channel: bool = True, symmetric: bool = True,
+                   layers: Iterable[str] | None = None) -> keras.Model:
+    """Post-training weight quantization of Dense, Conv2D and DepthwiseConv2D layers.
+
+    Each selected layer becomes a ``Quantized*`` layer of the same class family whose kernel
+    is the dequantized kernel (so predictions use exactly the quantized values) and which
+    carries the integer codes, scales and zero points as ``cnl_*`` weights. Biases stay
+    float32 (they are few). Layers trained with :func:`quantize_aware` keep the bit width and
+    per-channel choice they were trained with, so ``quantize_model(qat_model)`` converts a
+    QAT model in one call (their activation fake-quantization is dropped: this form
+    quantizes weights only).
+
+    Args:
+        model: a built functional or Sequential model (not changed).
+        bits: code width 1..16 (1 = sign times a per-channel scale).
+        per_channel: one scale per output channel (``True``) or one per kernel.
+        symmetric: signed codes with zero point 0, or unsigned codes with a zero point.
+        layers: names of the layers to quantize; ``None`` = every supported layer.
+
+    Returns:
+        A new model; see :func:`quantization_report` for bytes and accuracy.
+
+    Raises:
+        TypeError: ``model`` is not a Keras model, ``bits`` is not an int.
+        ValueError: ``bits`` outside 1..16, unknown or unsupported layer, model not built,
+            subclassed model, NaN weights.
+
+    Example:
+        >>> qmodel = quantize_model(model, bits=4)          # doctest: +SKIP
+        >>> qmodel.get_layer("fc1").qtensor().q.dtype       # doctest: +SKIP
+        dtype('int8')
+    """
+    check_model(model)
+    bits = check_positive_int(bits, "bits", maximum=MAX_BITS)
+    chosen = {l.name for l in _select(model, layers)}
+    specs: dict[str, tuple[int, bool, int | None]] = {}
+
+    def new_layer(layer):
+        if layer.name not in chosen:
+            return None
+        cls = _base_type(layer)
+        axis = _output_axis(layer)
+        if isinstance(layer, _QATMixin):
+            spec = (layer.bits, True, layer.axis)
+        elif isinstance(layer, _QuantizedMixin) and layer.bits == bits and layer.symmetric == symmetric:
+            spec = (layer.bits, layer.symmetric, layer.axis)
+        else:
+            spec = (bits, symmetric, axis if per_channel else None)
+        specs[layer.name] = spec
+        return _QUANTIZED[cls].from_config({**_plain_config(layer), "bits": spec[0],
+                                            "symmetric": spec[1], "axis": spec[2]})
+
+    new = _rebuild(model, new_layer)
+    for old, target in zip(model.layers, new.layers):
+        if old.name in specs:
+            _copy_weights(old, target)
+            b, sym, axis = specs[old.name]
+            kernel = keras.ops.convert_to_numpy(old.kernel)
+            target.set_qtensor(quantize(kernel, b, sym, axis))
+        else:
+            target.set_weights(old.get_weights())
+    return new
+
+
+def quantize_aware(model: keras.Model, bits: int = 8, per_channel: bool = True,
+                   activation_bits: int | None = None, layers: Iterable[str] | None = None) -> keras.Model:
+    """Quantization-aware training: a new model whose kernels are fake-quantized in every forward pass.
+
+    The forward pass uses ``dequantize(quantize(kernel))`` (symmetric, ``bits``); the backward
+    pass treats rounding as the identity (straight-through estimator), so the float
+    "shadow" kernel keeps learning small updates that rounding would erase. With
+    ``activation_bits`` the selected layers' outputs are fake-quantized too, over a range
+    tracked by an exponential moving average during training. Compile and ``fit`` it as
+    usual, then ``quantize_model(qat_model)`` gives the integer form.
+
+    Args:
+        model: a built functional or Sequential model (not changed; its weights initialise
+            the new one).
+        bits: weight code width 1..16.
+        per_channel: one scale per output channel.
+        activation_bits: fake-quantize the outputs of the selected layers at this width
+            (2..16), or ``None`` for weights only.
+        layers: names of the layers to train quantized; ``None`` = every supported layer.
+
+    Returns:
+        A new, uncompiled model.
+
+    Raises:
+        TypeError / ValueError: as :func:`quantize_model`, and ``activation_bits`` out of range.
+    """
+    check_model(model)
+    bits = check_positive_int(bits, "bits", maximum=MAX_BITS)
+    if activation_bits is not None:
+        check_positive_int(activation_bits, "activation_bits", minimum=2, maximum=MAX_BITS)
+    chosen = {l.name for l in _select(model, layers)}
+
+    def new_layer(layer):
+        if layer.name not in chosen:
+            return None
+        cls = _base_type(layer)
+        return _QAT[cls].from_config({**_plain_config(layer), "bits": bits,
+                                      "axis": _output_axis(layer) if per_channel else None,
+                                      "activation_bits": activation_bits})
+
+    new = _rebuild(model, new_layer)
+    for old, target in zip(model.layers, new.layers):
+        if old.name in chosen:
+            _copy_weights(old, target)
+        else:
+            target.set_weights(old.get_weights())
+    return new
+
+
+# ---------------------------------------------------------------------------------------
+# Measurement
+# ---------------------------------------------------------------------------------------
+
+def quantized_layers(model: keras.Model) -> dict[str, QTensor]:
+    """The :class:`QTensor` of every quantized layer of ``model``, by layer name."""
+    check_model(model)
+    return {l.name: l.qtensor() for l in model.layers if isinstance(l, _QuantizedMixin)}
+
+
+def write_packed(model: keras.Model, path: str | os.PathLike) -> int:
+    """Write every quantized kernel as packed codes + float32 scales (+ zero points if affine).
+
+    The file is raw bytes, layer after layer (no header): what a device would flash. Used
+    by :func:`quantization_report` to measure bytes instead of computing them on paper.
+
+    Returns:
+        The file's size in bytes.
+
+    Raises:
+        ValueError: ``model`` has no quantized layer.
+    """
+    qts = quantized_layers(model)
+    if not qts:
+        raise ValueError(f"model {model.name!r} has no quantized layer: run quantize_model first")
+    with open(path, "wb") as f:
+        for qt in qts.values():
+            f.write(pack(qt).tobytes())
+            f.write(np.asarray(qt.scale, np.float32).tobytes())
+            if not qt.symmetric:
+                f.write(np.asarray(qt.zero_point).astype(_code_dtype(qt.bits, False)).tobytes())
+    return os.path.getsize(path)
+
+
+class QuantReport(NamedTuple):
+    """Bytes of the quantized kernels on disk versus the same kernels as float32, and accuracy."""
+
+    bits: dict[str, int]
+    float_bytes: int
+    quantized_bytes: int
+    accuracy: float | None
+
+    @property
+    def ratio(self) -> float:
+        """How many times smaller the quantized kernels are."""
+        return self.float_bytes / self.quantized_bytes
+
+    def __str__(self) -> str:
+        acc = "" if self.accuracy is None else f", accuracy {self.accuracy:.3f}"
+        return (f"kernels: {self.float_bytes} B float32 -> {self.quantized_bytes} B packed "
+                f"({self.ratio:.1f}x){acc}")
+
+
+def quantization_report(model: keras.Model, x: Any = None, y: Any = None) -> QuantReport:
+    """Bytes (measured by writing files) and optional accuracy of a quantized model.
+
+    ``float_bytes`` is the size of a file holding the same kernels as float32;
+    ``quantized_bytes`` the size of :func:`write_packed`'s file. Biases are left out of both.
+
+    Args:
+        model: a model from :func:`quantize_model`.
+        x, y: test data for the accuracy (optional, both or neither).
+
+    Raises:
+        ValueError: no quantized layer, or only one of ``x`` and ``y``.
+    """
+    from compressnet_lite.metrics import accuracy
+
+    if (x is None) != (y is None):
+        raise ValueError("x and y must be given together (or neither)")
+    qts = quantized_layers(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        packed = write_packed(model, os.path.join(tmp, "codes.bin"))
+        path = os.path.join(tmp, "float.bin")
+        with open(path, "wb") as f:
+            for qt in qts.values():
+                f.write(dequantize(qt).astype(np.float32).tobytes())
+        float_bytes = os.path.getsize(path)
+    acc = None if x is None else accuracy(model, x, y)
+    return QuantReport({k: qt.bits for k, qt in qts.items()}, float_bytes, packed, acc)
+
+
+# ---------------------------------------------------------------------------------------
+# Real int8 kernels: TensorFlow Lite
+# ---------------------------------------------------------------------------------------
+
+def _batches(data: Any, limit: int = 256):
+    x = check_array(data, "representative_data")
+    if x.ndim < 2:
+        raise ValueError(f"representative_data must be a batch of examples (n, ...), got shape {x.shape}")
+    for i in range(min(len(x), limit)):
+        yield [x[i:i + 1].astype(np.float32)]
+
+
+def to_tflite(model: keras.Model, representative_data: Any = None, int8: bool = True) -> bytes:
+    """Convert ``model`` with the TensorFlow Lite converter; full-integer int8 by default.
+
+    With ``int8=True`` weights *and* activations become int8 (activation ranges calibrated
+    on up to 256 examples of ``representative_data``), every op must have an int8 kernel
+    (``TFLITE_BUILTINS_INT8``), inputs and outputs stay float32 (a quantize op at the
+    entry, a dequantize op at the exit). With ``int8=False`` the float32 model is converted.
+
+    Args:
+        model: a built Keras model (a ``quantize_model`` or QAT model works too: its kernels
+            are plain float tensors to the converter).
+        representative_data: example inputs, shape ``(n, ...)``; required for int8.
+        int8: full-integer quantization (``True``) or a float32 model.
+
+    Returns:
+        The ``.tflite`` flatbuffer as bytes.
+
+    Raises:
+        ValueError: ``int8`` without ``representative_data``, or empty/NaN data.
+    """
+    import tensorflow as tf
+
+    check_model(model)
+    if int8 and representative_data is None:
+        raise ValueError("representative_data is required for int8=True: full-integer quantization "
+                         "calibrates activation ranges on example inputs (pass e.g. x_train[:256])")
+    if representative_data is not None:
+        check_array(representative_data, "representative_data")
+    with _quiet():  # from_keras_model exports a SavedModel and prints its signature
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if int8:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: _batches(representative_data)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    with _quiet():
+        return bytes(converter.convert())
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the converter's and interpreters' chatter: Python warnings, stdout, and the
+    C++ log lines they write straight to file descriptor 2 (e.g. "fully_quantize: 0 ...")."""
+    import sys
+
+    saved = None
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real fd 2 (some embedded consoles)
+        saved = None
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        if saved is not None:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+class TFLiteRunner:
+    """A callable that runs a ``.tflite`` model on a batch (interpreter created once).
+
+    Uses LiteRT's ``ai_edge_litert.interpreter.Interpreter`` when it is installed, else the
+    deprecated ``tf.lite.Interpreter`` (its deprecation warning is silenced). ``backend``
+    says which one runs. Int8 inputs/outputs, if the model has them, are (de)quantized here.
+
+    Args:
+        tflite_bytes: a flatbuffer from :func:`to_tflite`.
+        num_threads: interpreter threads (1 for comparable latency).
+    """
+
+    def __init__(self, tflite_bytes: bytes, num_threads: int = 1):
+        if not isinstance(tflite_bytes, (bytes, bytearray)) or not tflite_bytes:
+            raise TypeError(f"tflite_bytes must be non-empty bytes (from to_tflite), got "
+                            f"{type(tflite_bytes).__name__}")
+        num_threads = check_positive_int(num_threads, "num_threads")
+        with _quiet():
+            try:
+                from ai_edge_litert.interpreter import Interpreter
+
+                self.backend = "ai_edge_litert"
+            except ImportError:  # pragma: no cover - depends on the environment
+                import tensorflow as tf
+
+                Interpreter = tf.lite.Interpreter
+                self.backend = "tf.lite"
+            self._interp = Interpreter(model_content=bytes(tflite_bytes), num_threads=num_threads)
+        self._batch = None
+        self._first = True
+
+    def __call__(self, x: Any) -> np.ndarray:
+        x = check_array(x, "x")
+        it = self._interp
+        inp = it.get_input_details()[0]
+        if self._batch != len(x):
+            with _quiet():
+                it.resize_tensor_input(inp["index"], [len(x), *x.shape[1:]])
+                it.allocate_tensors()
+            self._batch = len(x)
+            inp = it.get_input_details()[0]
+        if inp["dtype"] in (np.int8, np.uint8):
+            s, z = inp["quantization"]
+            x = np.clip(np.round(x / s + z), np.iinfo(inp["dtype"]).min, np.iinfo(inp["dtype"]).max)
+        it.set_tensor(inp["index"], x.astype(inp["dtype"]))
+        if self._first:
+            with _quiet():  # XNNPACK announces itself on the first run
+                it.invoke()
+            self._first = False
+        else:
+            it.invoke()
+        out = it.get_output_details()[0]
+        y = it.get_tensor(out["index"])
+        if out["dtype"] in (np.int8, np.uint8):
+            s, z = out["quantization"]
+            y = (y.astype(np.float32) - z) * s
+        return np.asarray(y)
+
+
+def tflite_predict(tflite_bytes: bytes, x: Any, *, num_threads: int = 1) -> np.ndarray:
+    """Run a ``.tflite`` model on ``x`` and return its outputs (see :class:`TFLiteRunner`).
+
+    Example:
+        >>> probs = tflite_predict(to_tflite(model, x_train), x_test)   # doctest: +SKIP
+    """
+    return TFLiteRunner(tflite_bytes, num_threads=num_threads)(x)

@@ -1,0 +1,366 @@
+"""Tests for compressnet_lite.quantization: array math, Keras glue, TFLite int8."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import compressnet_lite as cnl
+from compressnet_lite import quantization as Q
+
+
+# ---------------------------------------------------------------------------------------
+# Array math
+# ---------------------------------------------------------------------------------------
+
+floats = st.floats(-100, 100, allow_nan=False, allow_infinity=False, width=32)
+arrays = hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=3, max_side=6), elements=floats)
+
+
+@settings(max_examples=150, deadline=None)
+@given(w=arrays, bits=st.integers(2, 16), symmetric=st.booleans(), per_channel=st.booleans())
+def test_error_bound_property(w, bits, symmetric, per_channel):
+    axis = w.ndim - 1 if per_channel else None
+    qt = Q.quantize(w, bits=bits, symmetric=symmetric, axis=axis)
+    err = np.abs(w - Q.dequantize(qt))
+    scale = Q._expand(qt.scale, w.ndim, axis)
+    qmin, qmax = Q.code_range(bits, symmetric)
+    zero = Q._expand(qt.zero_point.astype(np.float32), w.ndim, axis)
+    lo, hi = scale * (qmin - zero), scale * (qmax - zero)
+    tol = 1e-5 * (1 + np.abs(w))  # float32 arithmetic
+    inside = (w >= lo - tol) & (w <= hi + tol)
+    assert np.all((err <= scale / 2 + tol)[inside])
+    # Outside the range (affine only: the zero point is rounded) the error stays below one step.
+    assert np.all(err <= scale + tol)
+    if symmetric:
+        assert inside.all(), "the symmetric range covers every value"
+
+
+@settings(max_examples=60, deadline=None)
+@given(w=arrays, bits=st.integers(1, 16), symmetric=st.booleans())
+def test_codes_in_range_and_smallest_dtype(w, bits, symmetric):
+    qt = Q.quantize(w, bits=bits, symmetric=symmetric)
+    qmin, qmax = Q.code_range(bits, symmetric)
+    assert qt.q.min() >= qmin and qt.q.max() <= qmax
+    expected = {(True, True): np.int8, (True, False): np.int16,
+                (False, True): np.uint8, (False, False): np.uint16}[(symmetric, bits <= 8)]
+    assert qt.q.dtype == expected and qt.q.shape == w.shape
+
+
+@settings(max_examples=60, deadline=None)
+@given(w=arrays, bits=st.integers(1, 16), symmetric=st.booleans())
+def test_pack_unpack_round_trip_property(w, bits, symmetric):
+    qt = Q.quantize(w, bits=bits, symmetric=symmetric)
+    packed = Q.pack(qt)
+    assert packed.dtype == np.uint8 and packed.size == -(-w.size * bits // 8)
+    np.testing.assert_array_equal(Q.unpack(packed, bits, w.shape, symmetric), qt.q)
+
+
+@pytest.mark.parametrize("bits, symmetric, codes, scale, zero", [
+    (8, True, [-127, 0, 64, 127], 1 / 127, 0),
+    (4, True, [-7, 0, 4, 7], 1 / 7, 0),       # 0.5 * 7 = 3.5 rounds half to even: 4
+    (2, True, [-1, 0, 0, 1], 1.0, 0),         # 0.5 rounds to 0 (half to even)
+    # range [-1, 1] on 0..255: Z = round(127.5) = 128 (half to even), so +1 -> 256 is clipped to 255
+    (8, False, [0, 128, 192, 255], 2 / 255, 128),
+    (2, False, [0, 2, 3, 3], 2 / 3, 2),       # Z = round(1.5) = 2; 0.5 -> round(0.75) + 2 = 3
+], ids=["int8-sym", "int4-sym", "int2-sym", "uint8-affine", "uint2-affine"])
+def test_exact_codes_by_hand(bits, symmetric, codes, scale, zero):
+    qt = Q.quantize(np.array([-1.0, 0.0, 0.5, 1.0], np.float32), bits=bits, symmetric=symmetric)
+    np.testing.assert_array_equal(qt.q, codes)
+    assert float(qt.scale) == pytest.approx(scale, rel=1e-6)
+    assert int(qt.zero_point) == zero
+
+
+def test_affine_keeps_zero_exact_and_fits_positive_range():
+    w = np.array([0.0, 0.2, 0.4, 1.0], np.float32)
+    qt = Q.quantize(w, bits=8, symmetric=False)
+    assert int(qt.zero_point) == 0 and qt.q.tolist() == [0, 51, 102, 255]
+    assert Q.dequantize(qt)[0] == 0.0
+
+
+@pytest.mark.parametrize("shape, axis", [((5, 3), 1), ((5, 3), -1), ((3, 3, 2, 4), 3), ((3, 3, 4, 1), 2)],
+                         ids=["dense", "dense-neg", "conv2d", "depthwise"])
+def test_per_channel_axis(shape, axis):
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=shape).astype(np.float32)
+    w = w * np.logspace(-3, 0, shape[axis]).reshape([-1 if i == axis % len(shape) else 1
+                                                     for i in range(len(shape))])
+    qt = Q.quantize(w, bits=8, axis=axis)
+    assert qt.scale.shape == (shape[axis],) and qt.axis == axis % len(shape)
+    moved = np.moveaxis(w, axis, 0).reshape(shape[axis], -1)
+    np.testing.assert_allclose(qt.scale, np.abs(moved).max(axis=1) / 127, rtol=1e-6)
+    per_tensor = np.abs(w - Q.dequantize(Q.quantize(w, bits=8))).mean()
+    per_channel = np.abs(w - Q.dequantize(qt)).mean()
+    assert per_channel < per_tensor  # channels of very different magnitude: per-channel wins
+
+
+def test_all_zero_array_is_exact():
+    qt = Q.quantize(np.zeros((3, 2), np.float32), bits=4, axis=1)
+    assert np.all(qt.q == 0) and np.all(Q.dequantize(qt) == 0)
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1], ids=["per-tensor", "axis0", "axis1"])
+def test_agrees_with_keras_abs_max_quantize(axis):
+    """Same int8 codes as Keras; Keras returns the reciprocal scale 127 / (max|w| + eps).
+
+    Keras' ``axis`` is the axis reduced over; ours is the axis that keeps a scale per index.
+    """
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(64, 32)).astype(np.float32)
+    keras_axis = None if axis is None else 1 - axis
+    kq, ks = keras.quantizers.abs_max_quantize(w, axis=keras_axis, to_numpy=True)
+    qt = Q.quantize(w, bits=8, axis=axis)
+    np.testing.assert_array_equal(np.asarray(kq), qt.q)
+    np.testing.assert_allclose(1.0 / np.asarray(ks).ravel(), np.ravel(qt.scale), rtol=1e-6)
+    kq2, _ = keras.quantizers.abs_max_quantize(w, axis=keras_axis)  # the backend path, too
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(kq2), qt.q)
+
+
+def test_binarize_is_xnor_per_filter():
+    w = np.array([[0.5, -2.0], [-1.5, 1.0], [1.0, 0.0]], np.float32)
+    b = Q.binarize(w, axis=1)
+    np.testing.assert_allclose(b, [[1.0, -1.0], [-1.0, 1.0], [1.0, 1.0]])
+    np.testing.assert_allclose(Q.binarize(w), np.where(w >= 0, 1, -1) * np.abs(w).mean(), rtol=1e-6)
+    # alpha = mean|w| minimises the squared error among all alphas
+    err = lambda a: ((w - a * np.where(w >= 0, 1, -1)) ** 2).sum()  # noqa: E731
+    alpha = np.abs(w).mean()
+    assert err(alpha) <= min(err(alpha * 0.9), err(alpha * 1.1))
+
+
+@pytest.mark.parametrize("bits, expected", [
+    (4, [0x70, 0xEB]),       # codes -7 0 4 7 -> unsigned 0 7 11 14, low nibble first
+    (2, [0b10010100]),       # codes -1 0 0 1 -> unsigned 0 1 1 2, two bits each
+    (1, [0b00001110]),       # signs - + + + -> bits 0 1 1 1
+], ids=["4bit", "2bit", "1bit"])
+def test_pack_by_hand(bits, expected):
+    qt = Q.quantize(np.array([-1.0, 0.0, 0.5, 1.0], np.float32), bits=bits)
+    assert Q.pack(qt).tolist() == expected
+    np.testing.assert_array_equal(Q.unpack(np.array(expected, np.uint8), bits, (4,)), qt.q)
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: Q.quantize(np.ones(3, np.float32), bits=0), ValueError, "bits must be in 1..16"),
+    (lambda: Q.quantize(np.ones(3, np.float32), bits=17), ValueError, "bits must be in 1..16"),
+    (lambda: Q.quantize(np.ones(3, np.float32), bits=4.0), TypeError, "bits must be an integer"),
+    (lambda: Q.quantize(np.ones((3, 2), np.float32), axis=2), ValueError, "axis must be in"),
+    (lambda: Q.quantize(np.ones((3, 2), np.float32), axis=-3), ValueError, "axis must be in"),
+    (lambda: Q.quantize(np.ones((3, 2), np.float32), axis=1.0), TypeError, "axis must be an int"),
+    (lambda: Q.quantize(np.arange(3)), TypeError, "floating-point"),
+    (lambda: Q.quantize(np.array([], np.float32)), ValueError, "must not be empty"),
+    (lambda: Q.quantize(np.array([1.0, np.nan])), ValueError, "NaN"),
+    (lambda: Q.quantize([[1.0], [1.0, 2.0]]), TypeError, "array of numbers"),
+    (lambda: Q.dequantize(np.ones(3)), TypeError, "QTensor"),
+    (lambda: Q.pack(np.ones(3)), TypeError, "QTensor"),
+    (lambda: Q.unpack(np.zeros(1, np.uint8), 4, (3,)), ValueError, "needs 2"),
+    (lambda: Q.unpack(np.zeros(2, np.int32), 4, (3,)), TypeError, "uint8"),
+], ids=["bits0", "bits17", "bits-float", "axis-high", "axis-low", "axis-float", "int-weights",
+        "empty", "nan", "ragged", "deq-type", "pack-type", "unpack-short", "unpack-dtype"])
+def test_array_errors(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+# ---------------------------------------------------------------------------------------
+# Keras glue
+# ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def digits():
+    return cnl.data.load_digits()
+
+
+@pytest.fixture(scope="module")
+def mlp(digits):
+    return cnl.models.train(cnl.models.seed_mlp(), digits, epochs=8)
+
+
+@pytest.fixture(scope="module")
+def convnet():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inp)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = keras.layers.Flatten()(x)
+    out = keras.layers.Dense(10, activation="softmax", name="out")(x)
+    return keras.Model(inp, out)
+
+
+def _weights(model):
+    return [w.copy() for w in model.get_weights()]
+
+
+def test_quantize_model_per_channel_codes_and_caller_untouched(mlp, digits):
+    before = _weights(mlp)
+    qmodel = Q.quantize_model(mlp, bits=4)
+    for a, b in zip(before, mlp.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert qmodel is not mlp and not any(isinstance(l, Q.QuantizedDense) for l in mlp.layers)
+    fc1 = qmodel.get_layer("fc1")
+    assert isinstance(fc1, Q.QuantizedDense) and fc1.bits == 4 and fc1.axis == 1
+    qt = fc1.qtensor()
+    assert qt.q.dtype == np.int8 and qt.scale.shape == (64,)
+    np.testing.assert_array_equal(qt.q, Q.quantize(mlp.get_layer("fc1").kernel.numpy(), 4, axis=1).q)
+    np.testing.assert_array_equal(fc1.kernel.numpy(), Q.dequantize(qt))
+    assert not fc1.kernel.trainable
+    # Bookkeeping weights are cnl_-prefixed and not counted as parameters.
+    names = {w.path.split("/")[-1] for w in fc1.weights}
+    assert names == {"kernel", "bias", "cnl_codes", "cnl_scale", "cnl_zero_point"}
+    assert cnl.metrics.count_params(qmodel) == cnl.metrics.count_params(mlp)
+    assert cnl.metrics.accuracy(qmodel, digits.x_test, digits.y_test) >= \
+        cnl.metrics.accuracy(mlp, digits.x_test, digits.y_test) - 0.02
+
+
+def test_quantize_model_conv_and_depthwise_axes(convnet):
+    q = Q.quantize_model(convnet, bits=8, symmetric=False)
+    conv, dw = q.get_layer("conv"), q.get_layer("dw")
+    assert isinstance(conv, Q.QuantizedConv2D) and conv.axis == 3 and conv.qtensor().scale.shape == (4,)
+    assert isinstance(dw, Q.QuantizedDepthwiseConv2D) and dw.axis == 2 and dw.qtensor().scale.shape == (4,)
+    assert conv.qtensor().q.dtype == np.uint8
+    x = np.random.default_rng(0).random((5, 8, 8, 1)).astype(np.float32)
+    np.testing.assert_allclose(q.predict(x, verbose=0), convnet.predict(x, verbose=0), atol=2e-2)
+    pt = Q.quantize_model(convnet, bits=8, per_channel=False, layers=["conv"])
+    assert pt.get_layer("conv").axis is None and pt.get_layer("conv").qtensor().scale.shape == ()
+    assert type(pt.get_layer("dw")) is keras.layers.DepthwiseConv2D
+
+
+def test_quantized_model_keras_round_trip(mlp, convnet, tmp_path, digits):
+    for model, x in [(Q.quantize_model(mlp, bits=3), digits.x_test),
+                     (Q.quantize_model(convnet, bits=4, symmetric=False),
+                      np.random.default_rng(0).random((4, 8, 8, 1)).astype(np.float32))]:
+        path = tmp_path / f"{model.name}.keras"
+        model.save(path)
+        loaded = keras.models.load_model(path)  # safe_mode=True
+        np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+        for name, qt in Q.quantized_layers(model).items():
+            got = loaded.get_layer(name).qtensor()
+            np.testing.assert_array_equal(got.q, qt.q)
+            np.testing.assert_array_equal(got.scale, qt.scale)
+            assert got.bits == qt.bits and got.axis == qt.axis
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2, 1], ids=lambda b: f"{b}bit")
+def test_report_bytes_are_measured(mlp, bits):
+    report = Q.quantization_report(Q.quantize_model(mlp, bits=bits))
+    kernels = 64 * 64 + 64 * 32 + 32 * 10
+    scales = 4 * (64 + 32 + 10)
+    assert report.float_bytes == 4 * kernels
+    assert report.quantized_bytes == sum(-(-n * bits // 8) for n in (4096, 2048, 320)) + scales
+    assert report.bits == {"fc1": bits, "fc2": bits, "out": bits} and report.accuracy is None
+    assert report.ratio > 3.5
+
+
+def test_qat_gradient_flows_through_rounding():
+    w = keras.Variable(np.array([[0.3, -0.7], [0.1, 0.9]], np.float32))
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        y = keras.ops.sum(Q.fake_quant_weights(w, 2, axis=1) * np.array([[1.0, 2.0], [3.0, 4.0]]))
+    grad = tape.gradient(y, w)
+    np.testing.assert_allclose(grad.numpy(), [[1.0, 2.0], [3.0, 4.0]])  # STE: identity
+    np.testing.assert_allclose(Q.fake_quant_weights(w, 2, axis=1).numpy(),
+                               Q.dequantize(Q.quantize(w.numpy(), 2, axis=1)), rtol=1e-6)
+
+
+def test_quantize_aware_fit_and_convert(mlp, digits):
+    before = _weights(mlp)
+    qat = Q.quantize_aware(mlp, bits=3, activation_bits=8)
+    assert isinstance(qat.get_layer("fc1"), Q.QATDense)
+    kernel0 = qat.get_layer("fc1").kernel.numpy().copy()
+    cnl.models.train(qat, digits, epochs=1)
+    assert not np.allclose(kernel0, qat.get_layer("fc1").kernel.numpy())  # gradients reached it
+    act_max = float(qat.get_layer("fc1").cnl_act_max.numpy())
+    assert act_max > 0
+    for a, b in zip(before, mlp.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    weights_only = Q.quantize_aware(mlp, bits=3)
+    cnl.models.train(weights_only, digits, epochs=1)
+    converted = Q.quantize_model(weights_only)  # one call; keeps the trained bit width
+    assert converted.get_layer("fc1").bits == 3
+    np.testing.assert_allclose(converted.predict(digits.x_test, verbose=0),
+                               weights_only.predict(digits.x_test, verbose=0), atol=1e-5)
+
+
+def test_qat_model_keras_round_trip(convnet, tmp_path):
+    qat = Q.quantize_aware(convnet, bits=4, activation_bits=8)
+    x = np.random.default_rng(0).random((4, 8, 8, 1)).astype(np.float32)
+    qat(x, training=True)  # set the activation ranges
+    path = tmp_path / "qat.keras"
+    qat.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), qat.predict(x, verbose=0), atol=1e-6)
+    assert float(loaded.get_layer("conv").cnl_act_max.numpy()) > 0
+
+
+def test_model_errors(mlp):
+    with pytest.raises(ValueError, match="bits must be in 1..16"):
+        Q.quantize_model(mlp, bits=17)
+    with pytest.raises(ValueError, match="bits must be in 1..16"):
+        Q.quantize_aware(mlp, bits=0)
+    with pytest.raises(ValueError, match="activation_bits must be in 2..16"):
+        Q.quantize_aware(mlp, activation_bits=1)
+    with pytest.raises(ValueError, match="'nope' is not in model"):
+        Q.quantize_model(mlp, layers=["nope"])
+    with pytest.raises(TypeError, match="keras.Model"):
+        Q.quantize_model("model")
+    with pytest.raises(ValueError, match="no quantized layer"):
+        Q.quantization_report(mlp)
+    with pytest.raises(ValueError, match="x and y must be given together"):
+        Q.quantization_report(Q.quantize_model(mlp), x=np.zeros((2, 64)))
+    seq = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d"),
+                            keras.layers.LayerNormalization(name="ln")])
+    with pytest.raises(ValueError, match="LayerNormalization, which cannot be quantized"):
+        Q.quantize_model(seq, layers=["ln"])
+    only_norm = keras.Sequential([keras.Input((4,)), keras.layers.LayerNormalization()])
+    with pytest.raises(ValueError, match="no layer to quantize"):
+        Q.quantize_model(only_norm)
+
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.d(x)
+
+    sub = Sub()
+    sub(np.zeros((1, 3), np.float32))
+    with pytest.raises(ValueError, match="functional or Sequential"):
+        Q.quantize_model(sub)
+
+
+def test_sequential_model_works():
+    keras.utils.set_random_seed(0)
+    seq = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")])
+    q = Q.quantize_model(seq, bits=8)
+    assert isinstance(q.get_layer("d"), Q.QuantizedDense)
+
+
+# ---------------------------------------------------------------------------------------
+# TFLite
+# ---------------------------------------------------------------------------------------
+
+def test_tflite_int8_matches_float_accuracy(mlp, digits):
+    float_bytes = Q.to_tflite(mlp, int8=False)
+    int8_bytes = Q.to_tflite(mlp, digits.x_train)
+    assert len(int8_bytes) < len(float_bytes) / 2
+    runner = Q.TFLiteRunner(int8_bytes)
+    assert runner.backend in ("ai_edge_litert", "tf.lite")
+    acc_float = np.mean(Q.tflite_predict(float_bytes, digits.x_test).argmax(1) == digits.y_test)
+    acc_int8 = np.mean(runner(digits.x_test).argmax(1) == digits.y_test)
+    acc_keras = cnl.metrics.accuracy(mlp, digits.x_test, digits.y_test)
+    assert abs(acc_float - acc_keras) < 1e-9
+    assert acc_int8 >= acc_float - 0.01
+    assert runner(digits.x_test[:7]).shape == (7, 10)  # batch size can change
+
+
+def test_tflite_errors(mlp):
+    with pytest.raises(ValueError, match="representative_data is required"):
+        Q.to_tflite(mlp)
+    with pytest.raises(ValueError, match="must not be empty"):
+        Q.to_tflite(mlp, np.zeros((0, 64), np.float32))
+    with pytest.raises(TypeError, match="tflite_bytes"):
+        Q.tflite_predict("model.tflite", np.zeros((1, 64)))
