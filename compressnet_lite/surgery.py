@@ -21,7 +21,7 @@ Example:
     >>> import numpy as np, compressnet_lite as cnl
     >>> model = cnl.models.seed_mlp()
     >>> small = keep_units(model, "fc1", np.arange(48))
-    >>> small.get_layer("fc1").units, small.get_layer("fc2").kernel.shape
+    >>> small.get_layer("fc1").units, tuple(small.get_layer("fc2").kernel.shape)
     (48, (48, 32))
 """
 
@@ -254,7 +254,8 @@ def _check_carry(layer: keras.layers.Layer) -> None:
     if getattr(layer, "data_format", "channels_last") != "channels_last":
         raise ValueError(f"layer {layer.name!r} uses data_format={layer.data_format!r}; "
                          "surgery supports channels_last only")
-    if isinstance(layer, keras.layers.BatchNormalization) and layer.axis not in (-1, len(layer.input.shape) - 1):
+    if isinstance(layer, keras.layers.BatchNormalization) and \
+            layer.axis not in (-1, len(layer.input.shape) - 1):
         raise ValueError(f"layer {layer.name!r} normalises axis {layer.axis}, not the channel "
                          "(last) axis")
     if isinstance(layer, keras.layers.Activation) and _activation_name(layer) in _CHANNEL_MIXING_ACTIVATIONS:
@@ -406,14 +407,16 @@ def replace_layer(model: keras.Model, layer: Any, new_layers: Sequence[keras.lay
     """
     layers = chain_layers(model)
     target = check_layer(model, layer)
-    if isinstance(new_layers, (keras.layers.Layer, str, bytes)) or not isinstance(new_layers, Sequence) or not new_layers:
+    if (isinstance(new_layers, (keras.layers.Layer, str, bytes))
+            or not isinstance(new_layers, Sequence) or not new_layers):
         raise TypeError("new_layers must be a non-empty list of Keras layers")
     for i, new in enumerate(new_layers):
         if not isinstance(new, keras.layers.Layer) or isinstance(new, keras.Model):
             raise TypeError(f"new_layers[{i}] must be a Keras layer, got {type(new).__name__}")
         if new.built:
             raise ValueError(f"new_layers[{i}] ({new.name!r}) is already built; pass new, unbuilt layers")
-    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence) or len(weights) != len(new_layers):
+    if (isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence)
+            or len(weights) != len(new_layers)):
         raise ValueError(f"weights must be a list with one weight list per new layer "
                          f"({len(new_layers)}), got {type(weights).__name__} of length "
                          f"{len(weights) if isinstance(weights, Sequence) else '?'}")

@@ -87,12 +87,15 @@ X_IMG = RNG.normal(size=(16, 6, 6, 2)).astype("float32")
 
 
 @pytest.mark.parametrize("build,layer,nxt,keep,x,positions", [
-    pytest.param(lambda: models.mlp(12, (10, 8), 4), "fc1", "fc2", [0, 3, 4, 9], X_VEC, 1, id="functional-fc1"),
+    pytest.param(lambda: models.mlp(12, (10, 8), 4), "fc1", "fc2", [0, 3, 4, 9], X_VEC, 1,
+                 id="functional-fc1"),
     pytest.param(lambda: models.mlp(12, (10, 8), 4), "fc2", "out", [1, 2, 7], X_VEC, 1, id="functional-fc2"),
     pytest.param(_seq_dense, "d1", "d2", [2, 5, 6, 7, 8], X_VEC, 1, id="sequential-dropout"),
     pytest.param(_seq_dense, "d2", "out", [0, 7], X_VEC, 1, id="sequential-activation"),
-    pytest.param(lambda: _conv_net(False), "conv1", "fc", [0, 2, 5], X_IMG, 9, id="functional-conv-bn-pool-flatten"),
-    pytest.param(lambda: _conv_net(True), "conv1", "fc", [1, 3, 4, 5], X_IMG, 9, id="sequential-conv-bn-pool-flatten"),
+    pytest.param(lambda: _conv_net(False), "conv1", "fc", [0, 2, 5], X_IMG, 9,
+                 id="functional-conv-bn-pool-flatten"),
+    pytest.param(lambda: _conv_net(True), "conv1", "fc", [1, 3, 4, 5], X_IMG, 9,
+                 id="sequential-conv-bn-pool-flatten"),
     pytest.param(lambda: _conv_net(False, "gap"), "conv1", "fc", [0, 1], X_IMG, 1, id="conv-bn-gap-dense"),
     pytest.param(lambda: _conv_net(True), "fc", "out", [0, 4], X_IMG, 1, id="sequential-dense-after-conv"),
     pytest.param(_conv_conv, "c1", "c2", [0, 2, 3], X_IMG, 1, id="conv-conv"),
@@ -378,7 +381,8 @@ def _built():
 def test_replace_layer_output_shape_change_is_refused():
     model = models.mlp(12, (10,), 2)
     with pytest.raises(ValueError, match="output shape"):
-        surgery.replace_layer(model, "out", [keras.layers.Dense(3, name="o")], [[np.ones((10, 3)), np.ones(3)]])
+        surgery.replace_layer(model, "out", [keras.layers.Dense(3, name="o")],
+                              [[np.ones((10, 3)), np.ones(3)]])
     with pytest.raises(ValueError, match="residual"):
         surgery.replace_layer(_residual(), "fc1", [keras.layers.Dense(8, name="x")],
                               [[np.ones((8, 8)), np.ones(8)]])
@@ -391,3 +395,10 @@ def test_result_saves_and_loads(tmp_path):
     small.save(path)
     loaded = keras.models.load_model(path)
     np.testing.assert_allclose(loaded(X_IMG), small(X_IMG), rtol=1e-6, atol=1e-6)
+
+
+def test_masked_layer_is_refused():
+    from compressnet_lite import pruning
+    masked = pruning.prune(models.mlp(12, (10, 8), 2), 0.5)
+    with pytest.raises(ValueError, match="'fc1'.*strip"):
+        surgery.keep_units(masked, "fc1", [0, 1])

@@ -1,0 +1,791 @@
+"""Network pruning (article 3.1.1): connections by magnitude, gradient or Taylor score;
+gradual schedules (Zhu & Gupta 2017); N:M sparsity; neurons/filters by norm or activation.
+
+The article's rule ``|W_ij| < threshold`` removes *connections* (single weights). A pruned
+weight must stay zero while the network is fine-tuned; here a mask is a non-trainable
+``cnl_mask`` variable of the layer, applied by a kernel constraint that the optimizer runs
+after every update inside the compiled train step (so Adam's momentum cannot revive a
+pruned weight). Removing whole *neurons* (Dense units, Conv2D filters) makes the model
+physically smaller; that is :func:`prune_neurons`, built on :mod:`compressnet_lite.surgery`.
+
+Array math first (NumPy, no Keras): :func:`score_mask`, :func:`magnitude_mask`,
+:func:`nm_mask`, :func:`polynomial_sparsity`, :func:`constant_sparsity`, the neuron
+scores; then the Keras glue.
+
+Example:
+    >>> import compressnet_lite as cnl
+    >>> data = cnl.data.load_digits()
+    >>> model = cnl.models.train(cnl.models.seed_mlp(), data, epochs=5)
+    >>> pruned = cnl.pruning.prune(model, 0.8)
+    >>> print(f"{cnl.metrics.sparsity(pruned):.2f}")
+    0.80
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Callable, NamedTuple, Sequence
+
+import keras
+import numpy as np
+
+from compressnet_lite._checks import (
+    check_array, check_choice, check_fraction, check_layer, check_model, check_positive_int,
+)
+
+__all__ = [
+    # array math
+    "score_mask", "magnitude_mask", "nm_mask", "polynomial_sparsity", "constant_sparsity",
+    "l1_scores", "l2_scores", "mean_activation_scores", "apoz_scores",
+    # schedules and criteria
+    "ConstantSparsity", "PolynomialDecay", "magnitude", "gradient", "taylor",
+    "WEIGHT_CRITERIA", "NEURON_CRITERIA", "neuron_scores",
+    # Keras glue
+    "MaskConstraint", "PrunableDense", "PrunableConv2D", "prune", "strip", "masks",
+    "PruningCallback", "prune_neurons", "save_sparse", "load_sparse", "SparseBytes", "sparse_bytes",
+]
+
+
+# =======================================================================================
+# Array math
+# =======================================================================================
+
+def score_mask(scores: np.ndarray, sparsity: float) -> np.ndarray:
+    """Mask (1 keep, 0 prune) that prunes exactly ``round(sparsity * size)`` lowest scores.
+
+    Ties are broken by position (a stable sort: the earlier element is pruned first), so
+    the result is deterministic and the sparsity exact.
+    """
+    flat = np.asarray(scores, dtype=np.float64).ravel()
+    k = int(round(sparsity * flat.size))
+    mask = np.ones(flat.size, dtype=np.float32)
+    mask[np.argsort(flat, kind="stable")[:k]] = 0.0
+    return mask.reshape(np.shape(scores))
+
+
+def magnitude_mask(w: Any, sparsity: float | None = None,
+                   threshold: float | None = None) -> np.ndarray:
+    """Mask of a weight array by magnitude: give exactly one of ``sparsity`` or ``threshold``.
+
+    ``threshold`` is the article's rule: weights with ``|w| < threshold`` are pruned.
+    ``sparsity`` prunes exactly that fraction, the smallest ``|w|`` first.
+
+    Args:
+        w: weight array (any shape).
+        sparsity: fraction of weights to prune, in [0, 1).
+        threshold: prune ``|w| < threshold``; must be >= 0.
+
+    Returns:
+        A float32 array shaped like ``w``: 1 where the weight is kept, 0 where pruned.
+
+    Raises:
+        ValueError: both or neither of ``sparsity``/``threshold``; out-of-range values;
+            NaN/inf weights; empty ``w``.
+
+    Example:
+        >>> magnitude_mask([0.1, -2.0, 0.5, -0.05], sparsity=0.5)
+        array([0., 1., 1., 0.], dtype=float32)
+        >>> magnitude_mask([0.1, -2.0, 0.5, -0.05], threshold=0.3)
+        array([0., 1., 1., 0.], dtype=float32)
+    """
+    w = check_array(w, "w")
+    if (sparsity is None) == (threshold is None):
+        raise ValueError("give exactly one of sparsity or threshold")
+    if threshold is not None:
+        if not np.isfinite(threshold) or threshold < 0:
+            raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
+        return (np.abs(w) >= threshold).astype(np.float32)
+    return score_mask(np.abs(w), check_fraction(sparsity, "sparsity"))
+
+
+def nm_mask(w: Any, n: int = 2, m: int = 4) -> np.ndarray:
+    """N:M mask: in every group of ``m`` consecutive inputs of an output, keep the ``n`` largest.
+
+    The groups run along the *input* axis (axis -2 of a Dense ``(in, out)`` or Conv2D
+    ``(kh, kw, in, out)`` kernel; axis 0 of a vector), the layout sparse tensor cores use
+    for 2:4 sparsity (Mishra et al. 2021). Ties keep the earlier input.
+
+    Raises:
+        ValueError: ``n`` not in 1..m, or the input axis is not a multiple of ``m``.
+
+    Example:
+        >>> nm_mask(np.array([[1.0], [-4.0], [3.0], [0.5]]), n=2, m=4).ravel()
+        array([0., 1., 1., 0.], dtype=float32)
+    """
+    w = check_array(w, "w")
+    m = check_positive_int(m, "m")
+    n = check_positive_int(n, "n", maximum=m)
+    axis = -2 if w.ndim >= 2 else 0
+    moved = np.moveaxis(np.abs(w), axis, -1)
+    if moved.shape[-1] % m:
+        raise ValueError(f"the input axis of w has {moved.shape[-1]} entries, not a multiple of m={m}")
+    groups = moved.reshape(*moved.shape[:-1], moved.shape[-1] // m, m)
+    order = np.argsort(-groups, axis=-1, kind="stable")  # largest first, earlier on ties
+    mask = np.zeros_like(groups, dtype=np.float32)
+    np.put_along_axis(mask, order[..., :n], 1.0, axis=-1)
+    return np.moveaxis(mask.reshape(moved.shape), -1, axis)
+
+
+def polynomial_sparsity(step: int, initial: float, final: float, begin: int, end: int,
+                        power: float = 3) -> float:
+    """Zhu & Gupta (2017): ``s_t = s_f + (s_i - s_f) * (1 - (t - t_0) / (t_end - t_0)) ** power``.
+
+    Before ``begin`` the value is ``initial``, after ``end`` it is ``final``. Sparsity
+    rises fast at first, while the network has many redundant weights, and slowly at the
+    end, when few are left.
+
+    Example:
+        >>> polynomial_sparsity(50, 0.0, 0.9, 0, 100)
+        0.7875
+    """
+    if end <= begin:
+        raise ValueError(f"end must be after begin, got begin={begin}, end={end}")
+    progress = min(max((step - begin) / (end - begin), 0.0), 1.0)
+    return float(final + (initial - final) * (1.0 - progress) ** power)
+
+
+def constant_sparsity(step: int, sparsity: float, begin: int = 0) -> float:
+    """One-shot schedule: ``sparsity`` from step ``begin`` on, 0 before."""
+    return float(sparsity) if step >= begin else 0.0
+
+
+def l1_scores(kernel: Any) -> np.ndarray:
+    """L1 norm of each output unit's incoming weights (Li et al. 2017): sum over all but the last axis."""
+    kernel = np.asarray(kernel)
+    return np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0)
+
+
+def l2_scores(kernel: Any) -> np.ndarray:
+    """L2 norm of each output unit's incoming weights."""
+    kernel = np.asarray(kernel)
+    return np.sqrt(np.square(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0))
+
+
+def mean_activation_scores(activations: Any) -> np.ndarray:
+    """Mean activation of each unit over examples (and positions): low means unimportant."""
+    a = np.asarray(activations)
+    return a.reshape(-1, a.shape[-1]).mean(axis=0)
+
+
+def apoz_scores(activations: Any) -> np.ndarray:
+    """``1 - APoZ``, the fraction of non-zero activations (Hu et al. 2016): low means unimportant."""
+    a = np.asarray(activations)
+    return (a.reshape(-1, a.shape[-1]) != 0).mean(axis=0)
+
+
+# =======================================================================================
+# Schedules
+# =======================================================================================
+
+class _Schedule:
+    """A pruning schedule: ``schedule(step) -> (update_masks_now, target_sparsity)``."""
+
+    def __init__(self, begin: int, end: int, frequency: int) -> None:
+        self.begin = check_positive_int(begin, "begin", minimum=0)
+        self.end = int(end)
+        self.frequency = check_positive_int(frequency, "frequency")
+
+    def _in_range(self, step: int) -> bool:
+        return step >= self.begin and (self.end < 0 or step <= self.end)
+
+    def _turn(self, step: int) -> bool:
+        return self._in_range(step) and ((step - self.begin) % self.frequency == 0 or step == self.end)
+
+    def get_config(self) -> dict:
+        return {k: getattr(self, k) for k in self._config_keys}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "_Schedule":
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._config_keys)
+        return f"{type(self).__name__}({args})"
+
+
+@keras.saving.register_keras_serializable(package="compressnet_lite")
+class ConstantSparsity(_Schedule):
+    """Prune to a fixed ``sparsity`` every ``frequency`` steps from ``begin`` to ``end`` (-1: forever).
+
+    Example:
+        >>> ConstantSparsity(0.8, frequency=10)(20)
+        (True, 0.8)
+    """
+
+    _config_keys = ("sparsity", "begin", "end", "frequency")
+
+    def __init__(self, sparsity: float, begin: int = 0, end: int = -1, frequency: int = 100) -> None:
+        super().__init__(begin, end, frequency)
+        self.sparsity = check_fraction(sparsity, "sparsity")
+
+    def __call__(self, step: int) -> tuple[bool, float]:
+        return self._turn(step), constant_sparsity(step, self.sparsity, self.begin)
+
+
+@keras.saving.register_keras_serializable(package="compressnet_lite")
+class PolynomialDecay(_Schedule):
+    """Gradual pruning (Zhu & Gupta 2017): ``initial`` -> ``final`` between ``begin`` and ``end``.
+
+    Masks are updated every ``frequency`` steps and at ``end`` (so ``final`` is reached).
+
+    Example:
+        >>> PolynomialDecay(0.0, 0.9, begin=0, end=100, frequency=50)(50)
+        (True, 0.7875)
+    """
+
+    _config_keys = ("initial", "final", "begin", "end", "power", "frequency")
+
+    def __init__(self, initial: float, final: float, begin: int, end: int, power: float = 3,
+                 frequency: int = 100) -> None:
+        super().__init__(begin, end, frequency)
+        self.initial = check_fraction(initial, "initial")
+        self.final = check_fraction(final, "final")
+        if self.end <= self.begin:
+            raise ValueError(f"end must be after begin, got begin={begin}, end={end}")
+        if not power > 0:
+            raise ValueError(f"power must be > 0, got {power}")
+        self.power = float(power)
+
+    def __call__(self, step: int) -> tuple[bool, float]:
+        return self._turn(step), polynomial_sparsity(step, self.initial, self.final, self.begin,
+                                                     self.end, self.power)
+
+
+# =======================================================================================
+# Keras glue: masked layers
+# =======================================================================================
+
+@keras.saving.register_keras_serializable(package="compressnet_lite")
+class MaskConstraint(keras.constraints.Constraint):
+    """Kernel constraint ``w -> inner(w) * mask``; the mask is a variable of the layer.
+
+    The optimizer applies a variable's constraint after every update, inside the compiled
+    train step, so pruned weights stay exactly zero with any optimizer. The mask is state,
+    so it is not part of the config: the layer owns it as its ``cnl_mask`` weight.
+    """
+
+    def __init__(self, mask: Any = None, inner: Any = None) -> None:
+        self.mask = mask
+        self.inner = inner
+
+    def __call__(self, w):
+        if self.inner is not None:
+            w = self.inner(w)
+        return w if self.mask is None else w * keras.ops.cast(self.mask, w.dtype)
+
+    def get_config(self) -> dict:
+        return {}
+
+
+class _Prunable:
+    """Mixin: a ``cnl_mask`` variable shaped like the kernel, enforced by a MaskConstraint."""
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.cnl_mask = self.add_weight(name="cnl_mask", shape=tuple(self.kernel.shape),
+                                        initializer="ones", trainable=False)
+        self._kernel.constraint = MaskConstraint(self.cnl_mask, self.kernel_constraint)
+
+    def _own_variables(self) -> list:
+        return [self._kernel] + ([self.bias] if self.use_bias else []) + [self.cnl_mask]
+
+    # Dense/Conv2D save a fixed list (kernel, bias); the mask must travel with them.
+    def save_own_variables(self, store):
+        if self.built:
+            for i, variable in enumerate(self._own_variables()):
+                store[str(i)] = variable
+
+    def load_own_variables(self, store):
+        self._check_load_own_variables(store)
+        if self.built:
+            for i, variable in enumerate(self._own_variables()):
+                variable.assign(store[str(i)])
+
+    def apply_mask(self, mask: np.ndarray) -> None:
+        """Set the mask and zero the pruned kernel weights (outside the train step)."""
+        mask = np.asarray(mask, dtype=np.float32)
+        self.cnl_mask.assign(mask)
+        self._kernel.assign(keras.ops.convert_to_numpy(self._kernel) * mask)
+
+
+@keras.saving.register_keras_serializable(package="compressnet_lite")
+class PrunableDense(_Prunable, keras.layers.Dense):
+    """A Dense layer whose kernel is multiplied by its ``cnl_mask`` after every update."""
+
+
+@keras.saving.register_keras_serializable(package="compressnet_lite")
+class PrunableConv2D(_Prunable, keras.layers.Conv2D):
+    """A Conv2D layer whose kernel is multiplied by its ``cnl_mask`` after every update."""
+
+
+_PRUNABLE = {keras.layers.Dense: PrunableDense, keras.layers.Conv2D: PrunableConv2D}
+
+
+def _plain_class(layer: keras.layers.Layer) -> type | None:
+    if isinstance(layer, _Prunable):
+        return keras.layers.Dense if isinstance(layer, keras.layers.Dense) else keras.layers.Conv2D
+    return type(layer) if type(layer) in _PRUNABLE else None
+
+
+def _select_layers(model: keras.Model, layers: Sequence[Any] | None) -> list[keras.layers.Layer]:
+    """The Dense/Conv2D layers to prune (all of them by default), in model order."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            raise ValueError(f"layer {layer.name!r} is a nested model; pruning supports flat "
+                             "Sequential and functional models")
+    if layers is None:
+        chosen = [l for l in model.layers if _plain_class(l) is not None]
+        if not chosen:
+            raise ValueError(f"model {model.name!r} has no Dense or Conv2D layer to prune")
+        return chosen
+    if isinstance(layers, (str, keras.layers.Layer)):
+        layers = [layers]
+    chosen = []
+    for item in layers:
+        layer = check_layer(model, item, "layers")
+        if _plain_class(layer) is None:
+            raise ValueError(f"layer {layer.name!r} is a {type(layer).__name__}; pruning supports "
+                             "Dense and Conv2D layers")
+        chosen.append(layer)
+    if not chosen:
+        raise ValueError("layers must name at least one layer")
+    return [l for l in model.layers if any(l is c for c in chosen)]
+
+
+def _clone(model: keras.Model, make: Callable[[keras.layers.Layer], keras.layers.Layer]) -> keras.Model:
+    if not (isinstance(model, keras.Sequential) or hasattr(model, "_nodes_by_depth")):
+        raise ValueError(f"model {model.name!r} is a subclassed {type(model).__name__}; pruning "
+                         "needs a Sequential or functional model")
+    return keras.models.clone_model(model, clone_function=make)
+
+
+def _np(v: Any) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(v))
+
+
+def masks(model: keras.Model) -> dict[str, np.ndarray]:
+    """The pruning masks of ``model``'s masked layers, by layer name."""
+    check_model(model)
+    return {l.name: _np(l.cnl_mask) for l in model.layers if isinstance(l, _Prunable)}
+
+
+def _with_masks(model: keras.Model, new_masks: dict[str, np.ndarray]) -> keras.Model:
+    """A copy of ``model`` whose layers in ``new_masks`` are masked layers holding those masks."""
+    def make(layer):
+        cls = _PRUNABLE.get(type(layer)) if layer.name in new_masks else None
+        return (cls or type(layer)).from_config(layer.get_config())
+
+    new = _clone(model, make)
+    for old in model.layers:
+        if isinstance(old, keras.layers.InputLayer):
+            continue  # no weights; clone_model may rename an unnamed input
+        layer = new.get_layer(old.name)
+        if isinstance(layer, _Prunable) and not isinstance(old, _Prunable):
+            layer.kernel.assign(_np(old.kernel))
+            if old.use_bias:
+                layer.bias.assign(_np(old.bias))
+        else:
+            layer.set_weights(old.get_weights())
+        if old.name in new_masks:
+            layer.apply_mask(new_masks[old.name])
+    return new
+
+
+# =======================================================================================
+# Importance criteria (callables): weights -> scores, higher = more important
+# =======================================================================================
+
+def _batch(data: Any, name: str = "data") -> tuple[np.ndarray, np.ndarray | None]:
+    """``(x, y)`` from a Dataset (its training split), an ``(x, y)`` tuple or an array ``x``."""
+    if data is None:
+        raise ValueError(f"{name} is required: pass (x, y) or a compressnet_lite Dataset")
+    if hasattr(data, "x_train"):
+        x, y = data.x_train, data.y_train
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = data
+    else:
+        x, y = data, None
+    x = check_array(x, f"{name} inputs")
+    if y is not None:
+        y = check_array(y, f"{name} labels", ndim=1)
+        if len(y) != len(x):
+            raise ValueError(f"{name}: inputs and labels differ in length ({len(x)} vs {len(y)})")
+    return x.astype(np.float32), y
+
+
+def _loss(model: keras.Model) -> keras.losses.Loss:
+    act = getattr(model.layers[-1], "activation", None)
+    softmax = getattr(act, "__name__", "") == "softmax" or isinstance(model.layers[-1], keras.layers.Softmax)
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=not softmax)
+
+
+def _kernel_gradients(model: keras.Model, layers: list, data: Any, batch_size: int = 512) -> list[np.ndarray]:
+    """Gradient of the mean cross-entropy over ``data`` with respect to each layer's kernel."""
+    import tensorflow as tf
+
+    x, y = _batch(data)
+    if y is None:
+        raise ValueError("data needs labels for a gradient criterion: pass (x, y)")
+    loss_fn = _loss(model)
+    kernels = [l.kernel for l in layers]
+    total = [np.zeros(tuple(k.shape), np.float64) for k in kernels]
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=False))
+        for acc, g in zip(total, tape.gradient(loss, kernels)):
+            acc += _np(g) * len(xb)
+    return [t / len(x) for t in total]
+
+
+def magnitude(model: keras.Model, layers: list, data: Any = None) -> list[np.ndarray]:
+    """Criterion ``|w|`` (Han et al. 2015): needs no data."""
+    return [np.abs(_np(l.kernel)) for l in layers]
+
+
+def gradient(model: keras.Model, layers: list, data: Any = None) -> list[np.ndarray]:
+    """Criterion ``|dL/dw|`` on ``data``: the article's "gradient magnitude"."""
+    return [np.abs(g) for g in _kernel_gradients(model, layers, data)]
+
+
+def taylor(model: keras.Model, layers: list, data: Any = None) -> list[np.ndarray]:
+    """Criterion ``|w * dL/dw|``, the first-order Taylor estimate of the loss change when
+    ``w`` is set to zero (Molchanov et al. 2017)."""
+    grads = _kernel_gradients(model, layers, data)
+    return [np.abs(_np(l.kernel) * g) for l, g in zip(layers, grads)]
+
+
+WEIGHT_CRITERIA: dict[str, Callable] = {"magnitude": magnitude, "gradient": gradient, "taylor": taylor}
+"""Connection criteria by name: ``fn(model, layers, data) -> [scores shaped like each kernel]``."""
+
+_NEEDS_DATA = {"gradient", "taylor", "mean_activation", "apoz"}
+
+
+def _activations(model: keras.Model, layer: keras.layers.Layer, data: Any) -> np.ndarray:
+    x, _ = _batch(data)
+    probe = keras.Model(model.inputs, layer.output)
+    return probe.predict(x, batch_size=512, verbose=0)
+
+
+NEURON_CRITERIA: dict[str, Callable] = {
+    "l1": lambda model, layer, data=None: l1_scores(_np(layer.kernel)),
+    "l2": lambda model, layer, data=None: l2_scores(_np(layer.kernel)),
+    "mean_activation": lambda model, layer, data: mean_activation_scores(_activations(model, layer, data)),
+    "apoz": lambda model, layer, data: apoz_scores(_activations(model, layer, data)),
+}
+"""Neuron/filter criteria by name: ``fn(model, layer, data) -> one score per output unit``."""
+
+
+def _criterion(criterion: Any, table: dict, data: Any) -> Callable:
+    if callable(criterion):
+        return criterion
+    check_choice(criterion, "criterion", tuple(table))
+    if criterion in _NEEDS_DATA and data is None:
+        raise ValueError(f"criterion {criterion!r} needs data: pass data=(x, y) or a Dataset")
+    return table[criterion]
+
+
+def neuron_scores(model: keras.Model, layer: Any, criterion: Any = "l1", data: Any = None) -> np.ndarray:
+    """One importance score per output unit of a Dense/Conv2D ``layer`` (higher = keep)."""
+    check_model(model)
+    layer = check_layer(model, layer)
+    fn = _criterion(criterion, NEURON_CRITERIA, data)
+    scores = np.asarray(fn(model, layer, data), dtype=np.float64)
+    if scores.shape != (int(layer.kernel.shape[-1]),):
+        raise ValueError(f"criterion returned shape {scores.shape} for layer {layer.name!r}, "
+                         f"expected ({int(layer.kernel.shape[-1])},)")
+    return scores
+
+
+# =======================================================================================
+# Keras glue: one-shot pruning, gradual pruning, strip
+# =======================================================================================
+
+def _compute_masks(model: keras.Model, layers: list, sparsity: float, scope: str,
+                   criterion: Callable, data: Any) -> dict[str, np.ndarray]:
+    scores = [np.asarray(s, dtype=np.float64) for s in criterion(model, layers, data)]
+    for layer, s in zip(layers, scores):
+        if s.shape != tuple(layer.kernel.shape):
+            raise ValueError(f"criterion returned shape {s.shape} for layer {layer.name!r}, "
+                             f"expected {tuple(layer.kernel.shape)}")
+        if not np.all(np.isfinite(s)):
+            raise ValueError(f"criterion returned NaN or infinite scores for layer {layer.name!r}")
+        if isinstance(layer, _Prunable):  # once pruned, stays pruned
+            s[_np(layer.cnl_mask) == 0] = -np.inf
+    if scope == "layer":
+        return {l.name: score_mask(s, sparsity) for l, s in zip(layers, scores)}
+    flat = score_mask(np.concatenate([s.ravel() for s in scores]), sparsity)
+    out, start = {}, 0
+    for layer, s in zip(layers, scores):
+        out[layer.name] = flat[start:start + s.size].reshape(s.shape)
+        start += s.size
+    return out
+
+
+def prune(model: keras.Model, sparsity: float, scope: str = "layer", criterion: Any = "magnitude",
+          data: Any = None, layers: Sequence[Any] | None = None) -> keras.Model:
+    """One-shot pruning: a new model whose chosen kernels are zero where the criterion is lowest.
+
+    The pruned Dense/Conv2D layers become :class:`PrunableDense`/:class:`PrunableConv2D`
+    (same names, same config) holding the mask, so that fine-tuning with ``fit`` keeps the
+    zeros. ``sparsity=0`` only adds the masks: the starting point of gradual pruning with
+    :class:`PruningCallback`. Use :func:`strip` to get plain layers back.
+
+    Args:
+        model: a built Sequential or functional model.
+        sparsity: fraction of the chosen kernels' weights to prune, in [0, 1).
+        scope: ``"layer"`` prunes that fraction of every layer; ``"global"`` ranks all
+            chosen weights together (one threshold for the whole model).
+        criterion: ``"magnitude"`` (|w|), ``"gradient"`` (|dL/dw|), ``"taylor"``
+            (|w dL/dw|), or a callable ``fn(model, layers, data) -> list of score arrays``.
+        data: ``(x, y)`` or a :class:`~compressnet_lite.data.Dataset` (its training split),
+            needed by the gradient and Taylor criteria.
+        layers: names (or layers) to prune; default: every Dense and Conv2D layer.
+
+    Returns:
+        A new, uncompiled model; ``model`` is not changed.
+
+    Raises:
+        TypeError / ValueError: sparsity outside [0, 1), unknown scope or criterion,
+            a criterion needing data without data, unknown or unsupported layer, unbuilt
+            model, NaN weights, subclassed or nested model.
+    """
+    check_model(model)
+    sparsity = check_fraction(sparsity, "sparsity")
+    check_choice(scope, "scope", ("layer", "global"))
+    fn = _criterion(criterion, WEIGHT_CRITERIA, data)
+    chosen = _select_layers(model, layers)
+    return _with_masks(model, _compute_masks(model, chosen, sparsity, scope, fn, data))
+
+
+def strip(model: keras.Model) -> keras.Model:
+    """A plain Keras copy of ``model``: masked layers become Dense/Conv2D holding the zeros.
+
+    Raises:
+        ValueError: unbuilt model, NaN weights, subclassed model.
+    """
+    check_model(model)
+
+    def make(layer):
+        cls = _plain_class(layer) if isinstance(layer, _Prunable) else type(layer)
+        return cls.from_config(layer.get_config())
+
+    new = _clone(model, make)
+    for old in model.layers:
+        if isinstance(old, keras.layers.InputLayer):
+            continue  # no weights; clone_model may rename an unnamed input
+        layer = new.get_layer(old.name)
+        if isinstance(old, _Prunable):
+            layer.kernel.assign(_np(old.kernel) * _np(old.cnl_mask))
+            if old.use_bias:
+                layer.bias.assign(_np(old.bias))
+        else:
+            layer.set_weights(old.get_weights())
+    return new
+
+
+class PruningCallback(keras.callbacks.Callback):
+    """Gradual pruning during ``fit``: masks are recomputed on the schedule's steps.
+
+    The model must already hold masks (``prune(model, 0.0)``, or any pruned model). On
+    every step where ``schedule(step)`` says so, the chosen layers' masks are recomputed
+    at the scheduled sparsity (weights pruned earlier stay pruned) and the newly pruned
+    weights are zeroed; in between, the masks' kernel constraints keep them zero inside
+    the compiled train step. The step count starts at ``optimizer.iterations``, so a
+    reloaded, compiled model resumes its schedule.
+
+    Args:
+        schedule: a :class:`PolynomialDecay`, :class:`ConstantSparsity` or any callable
+            ``step -> (update_now, sparsity)``.
+        scope: ``"layer"`` or ``"global"`` (see :func:`prune`).
+        criterion: a weight criterion name or callable (see :func:`prune`).
+        data: data for the gradient/Taylor criteria.
+
+    Example:
+        >>> model = prune(cnl.models.seed_mlp(), 0.0)  # doctest: +SKIP
+        >>> cb = PruningCallback(PolynomialDecay(0.0, 0.9, 0, 400, frequency=40))  # doctest: +SKIP
+        >>> cnl.models.train(model, data, epochs=10, callbacks=[cb])  # doctest: +SKIP
+    """
+
+    def __init__(self, schedule: Callable[[int], tuple[bool, float]], scope: str = "layer",
+                 criterion: Any = "magnitude", data: Any = None) -> None:
+        super().__init__()
+        if not callable(schedule):
+            raise TypeError(f"schedule must be a callable step -> (update, sparsity), got "
+                            f"{type(schedule).__name__}")
+        self.schedule = schedule
+        self.scope = check_choice(scope, "scope", ("layer", "global"))
+        self.criterion = _criterion(criterion, WEIGHT_CRITERIA, data)
+        self.data = data
+        self.step = 0
+        self.sparsity = 0.0
+
+    def on_train_begin(self, logs=None):
+        self._layers = [l for l in self.model.layers if isinstance(l, _Prunable)]
+        if not self._layers:
+            raise ValueError(f"model {self.model.name!r} has no masked layers: call "
+                             "compressnet_lite.pruning.prune(model, 0.0) before fit")
+        optimizer = getattr(self.model, "optimizer", None)
+        self.step = int(_np(optimizer.iterations)) if optimizer is not None and optimizer.built else 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        update, target = self.schedule(self.step)
+        if update:
+            new = _compute_masks(self.model, self._layers, float(target), self.scope,
+                                 self.criterion, self.data)
+            for layer in self._layers:
+                layer.apply_mask(new[layer.name])
+            self.sparsity = float(target)
+        self.step += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["sparsity"] = self.sparsity
+
+
+# =======================================================================================
+# Structured pruning: physically smaller models
+# =======================================================================================
+
+def prune_neurons(model: keras.Model, fraction: float | None = None, threshold: float | None = None,
+                  criterion: Any = "l1", data: Any = None,
+                  layers: Sequence[Any] | None = None) -> keras.Model:
+    """Remove whole units (Dense) or filters (Conv2D): a smaller model, same outputs as the
+    original with those units' outgoing weights set to zero.
+
+    Scores come from the original model (before any removal); each chosen layer then
+    loses its lowest-scoring units through :func:`compressnet_lite.surgery.keep_units`,
+    which also drops the matching inputs of the next layer. At least one unit is kept.
+
+    Args:
+        model: a built Sequential or functional chain (masks are stripped first).
+        fraction: fraction of each chosen layer's units to remove, in [0, 1).
+        threshold: remove units whose score is below it (give exactly one of the two).
+        criterion: ``"l1"``, ``"l2"`` (norms of incoming weights), ``"mean_activation"``,
+            ``"apoz"`` (on ``data``), or ``fn(model, layer, data) -> scores``.
+        data: inputs (or ``(x, y)``, a Dataset) for the activation criteria.
+        layers: names of the Dense/Conv2D layers to shrink; default: every Dense/Conv2D
+            layer except the last (the output layer cannot shrink).
+
+    Returns:
+        A new, uncompiled model.
+
+    Raises:
+        ValueError: both/neither of fraction and threshold, bad values, unsupported graph
+            or layer (see :func:`compressnet_lite.surgery.keep_units`), criterion needing
+            data without data.
+    """
+    from compressnet_lite import surgery
+
+    check_model(model)
+    if (fraction is None) == (threshold is None):
+        raise ValueError("give exactly one of fraction or threshold")
+    if fraction is not None:
+        fraction = check_fraction(fraction, "fraction")
+    elif not np.isfinite(threshold):
+        raise ValueError(f"threshold must be finite, got {threshold}")
+    fn = _criterion(criterion, NEURON_CRITERIA, data)
+    if any(isinstance(l, _Prunable) for l in model.layers):
+        model = strip(model)
+    chain = surgery.chain_layers(model)
+    if layers is None:
+        weighted = [l for l in chain if _plain_class(l) is not None]
+        chosen = weighted[:-1]
+        if not chosen:
+            raise ValueError(f"model {model.name!r} has no Dense/Conv2D layer before its output layer")
+    else:
+        chosen = _select_layers(model, layers)
+    keeps = {}
+    for layer in chosen:
+        scores = neuron_scores(model, layer, fn, data)
+        if fraction is not None:
+            keep = score_mask(scores, fraction).astype(bool)
+        else:
+            keep = scores >= threshold
+        if not keep.any():
+            keep[int(np.argmax(scores))] = True
+        keeps[layer.name] = np.flatnonzero(keep)
+    for name, keep in keeps.items():
+        model = surgery.keep_units(model, name, keep)
+    return model
+
+
+# =======================================================================================
+# Bytes on disk
+# =======================================================================================
+
+def save_sparse(model: keras.Model, path: str | os.PathLike) -> int:
+    """Write the model's weights as an ``.npz``: kernels as a packed bitmask plus their
+    non-zero float32 values, everything else dense. Returns the file's size in bytes.
+
+    A dense float32 kernel costs 32 bits per weight; the bitmask costs 1 bit per weight plus
+    32 per kept weight, so it wins above ~3% sparsity. (``compressnet_lite.storage`` holds
+    the fuller format: relative indices, quantized codes, entropy coding.)
+    """
+    check_model(model)
+    arrays = {}
+    for i, v in enumerate(model.weights):
+        name = v.path.split("/")[-1]
+        if name.startswith("cnl_"):
+            continue
+        value = _np(v).astype(np.float32)
+        if name == "kernel":
+            mask = value != 0
+            arrays[f"{i}_shape"] = np.asarray(value.shape, dtype=np.int32)
+            arrays[f"{i}_bits"] = np.packbits(mask.ravel())
+            arrays[f"{i}_values"] = value[mask]
+        else:
+            arrays[f"{i}_dense"] = value
+    path = os.fspath(path)
+    if not path.endswith(".npz"):
+        raise ValueError(f"path must end in .npz, got {path!r}")
+    np.savez(path, **arrays)
+    return os.path.getsize(path)
+
+
+def load_sparse(path: str | os.PathLike) -> list[np.ndarray]:
+    """Read a :func:`save_sparse` file back: the parameter arrays in ``model.weights`` order
+    (masks excluded), ready for ``strip(model).set_weights``."""
+    with np.load(os.fspath(path), allow_pickle=False) as f:
+        ids = sorted({int(k.split("_")[0]) for k in f.files})
+        out = []
+        for i in ids:
+            if f"{i}_dense" in f.files:
+                out.append(f[f"{i}_dense"])
+                continue
+            shape = tuple(f[f"{i}_shape"])
+            mask = np.unpackbits(f[f"{i}_bits"], count=int(np.prod(shape))).astype(bool)
+            dense = np.zeros(mask.size, np.float32)
+            dense[mask] = f[f"{i}_values"]
+            out.append(dense.reshape(shape))
+    return out
+
+
+class SparseBytes(NamedTuple):
+    """Bytes on disk: dense float32 npz, bitmask+values npz, ``.keras`` file, gzipped ``.keras``."""
+
+    dense: int
+    sparse: int
+    keras: int
+    keras_gzip: int
+
+
+def sparse_bytes(model: keras.Model) -> SparseBytes:
+    """Measure a (pruned) model's size four ways by writing each file (nothing estimated).
+
+    ``dense`` is an ``.npz`` of every parameter as float32; ``sparse`` the
+    :func:`save_sparse` file; ``keras``/``keras_gzip`` the plain (stripped) ``.keras`` file
+    and its gzip (level 9), from :func:`compressnet_lite.metrics.model_bytes`.
+    """
+    from compressnet_lite.metrics import model_bytes
+
+    check_model(model)
+    plain = strip(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        dense_path = os.path.join(tmp, "dense.npz")
+        np.savez(dense_path, *[w.astype(np.float32) for w in plain.get_weights()])
+        dense = os.path.getsize(dense_path)
+        sparse = save_sparse(plain, os.path.join(tmp, "sparse.npz"))
+    kb = model_bytes(plain)
+    return SparseBytes(dense, sparse, kb.keras, kb.gzip)
