@@ -216,13 +216,15 @@ class ModelBytes(NamedTuple):
 def model_bytes(model: keras.Model, *, include_optimizer: bool = False) -> ModelBytes:
     """Bytes of ``model`` saved in Keras' ``.keras`` format, and of that file gzipped (level 9).
 
-    Both are measured by writing the file: nothing is estimated.
+    Both are measured by writing the file: nothing is estimated. The archive holds a saving
+    date and HDF5 object timestamps, so the gzip size of the same weights can differ by a few
+    bytes from one save to the next.
 
     Args:
         model: a built Keras model.
-        include_optimizer: keep the optimizer's state (Adam doubles the size twice over); by
-            default an uncompiled copy with the same weights is saved, which is what a
-            deployed model weighs.
+        include_optimizer: keep the optimizer's state (Adam stores two more copies of every
+            weight); by default an uncompiled copy with the same weights is saved, which is
+            what a deployed model weighs.
     """
     check_model(model)
     if not include_optimizer and getattr(model, "optimizer", None) is not None:
