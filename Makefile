@@ -31,7 +31,7 @@ test: venv
 render: venv
 	rm -rf _build/html _build/.doctrees
 	$(BIN)/jupyter-book config sphinx . > /dev/null
-	$(BIN)/sphinx-build -b html -n -W --keep-going -E -q -D nb_execution_mode=off . _build/html
+	PYTHONPATH=book/_ext $(BIN)/sphinx-build -b html -n -W --keep-going -E -q -D nb_execution_mode=off . _build/html
 	rm -f conf.py
 
 ## The .ipynb files must hold exactly the cells of their jupytext sources (book/*.py).
