@@ -1,0 +1,112 @@
+import importlib.util
+
+import keras
+import numpy as np
+import pytest
+
+from compressnet_lite import metrics, pipeline, storage
+
+needs = pytest.mark.skipif(
+    any(importlib.util.find_spec(f"compressnet_lite.{m}") is None for m in ("pruning", "clustering", "quantization")),
+    reason="pruning, clustering and quantization modules are needed")
+
+
+def _kernels(model):
+    return {v.path: np.asarray(v) for v in model.weights if v.path.endswith("kernel")}
+
+
+@needs
+@pytest.mark.parametrize("last", [("cluster", 8), ("quantize", 4)], ids=["cluster", "quantize-qat"])
+def test_sparsity_is_kept_through_clustering_and_quantization(trained_mlp, digits, last):
+    before = [w.copy() for w in trained_mlp.get_weights()]
+    small, report = pipeline.compress(trained_mlp, digits, [("prune", 0.8), last], fine_tune_epochs=1)
+    pruned_rows = report.rows[1]
+    final = report.rows[2]
+    assert final["nonzero"] <= pruned_rows["nonzero"]
+    for path, k in _kernels(small).items():
+        assert np.mean(k == 0) >= 0.79, path
+        distinct = np.unique(k[k != 0]).size
+        if last[0] == "cluster":
+            assert distinct <= 8, path
+    for w, b in zip(trained_mlp.get_weights(), before):  # caller's model untouched
+        np.testing.assert_array_equal(w, b)
+    assert final["cnl_bytes"] < pruned_rows["cnl_bytes"] < report.rows[0]["cnl_bytes"]
+    assert final["accuracy"] > 0.5  # mechanics test (1 epoch, 8 values per layer); accuracy is the chapter's job
+    assert all(type(l).__module__.startswith("keras.") for l in small.layers)
+
+
+@needs
+def test_report_renders_and_accounts_bytes(trained_mlp, digits, tmp_path):
+    small, report = pipeline.compress(trained_mlp, digits, [("prune", {"fc1": 0.9, "fc2": 0.5})],
+                                      fine_tune_epochs=0)
+    df = report.frame()
+    assert list(df.index) == ["input", "prune 0.5/0.9"]
+    for col in ("accuracy", "params", "nonzero", "flops", "float32_bytes", "gzip_bytes", "cnl_bytes",
+                "cnl_weight_bytes_no_huffman", "ratio"):
+        assert col in df.columns
+    k = _kernels(small)
+    assert np.mean(k["fc1/kernel"] == 0) == pytest.approx(0.9, abs=0.01)
+    assert np.mean(k["out/kernel"] == 0) == 0
+    assert storage.save_compressed(small, tmp_path / "s.cnl").total == df["cnl_bytes"].iloc[-1]
+    assert "prune" in str(report) and "<table" in report._repr_html_()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = report.plot()
+    assert len(fig.axes) == 2
+
+
+@needs
+def test_deep_compression_preset(trained_mlp, digits):
+    small, report = pipeline.deep_compression(trained_mlp, digits, prune_rounds=1, fine_tune_epochs=1,
+                                              cluster_epochs=1, fc_bits=4)
+    assert [r["stage"] for r in report.rows] == ["input", "pruned (P)", "P+Q", "P+Q+H"]
+    k = _kernels(small)
+    assert np.mean(k["fc1/kernel"] == 0) == pytest.approx(0.92, abs=0.01)
+    assert all(np.unique(v[v != 0]).size <= 16 for v in k.values())
+    pq, pqh = report.rows[2], report.rows[3]
+    assert pqh["cnl_weight_bytes"] <= pq["cnl_weight_bytes"]
+    assert pqh["cnl_bytes"] < report.rows[1]["cnl_bytes"] < report.rows[0]["cnl_bytes"]
+
+
+def test_paper_sparsity():
+    assert [pipeline.paper_sparsity("fc", i, 3) for i in range(3)] == [0.92, 0.91, 0.74]
+    assert pipeline.paper_sparsity("conv", 0, 2) == 0.34
+
+
+def test_keep_zeros_callback(trained_mlp, digits):
+    w = trained_mlp.get_weights()
+    w[0][:, :10] = 0
+    trained_mlp.set_weights(w)
+    pipeline._fine_tune(trained_mlp, digits, 1, 1e-3, 1e-3, 64)
+    assert np.all(trained_mlp.get_weights()[0][:, :10] == 0)
+    assert metrics.sparsity(trained_mlp.get_layer("fc1")) >= 10 / 64
+
+
+@pytest.mark.parametrize("steps, error, match", [
+    ("prune", TypeError, "list of"),
+    ([("shrink", 0.5)], ValueError, "steps\\[0\\] name"),
+    ([("cluster", 8), ("prune", 0.5)], ValueError, "must be the last step"),
+    ([("prune", {"nope": 0.5})], ValueError, "no layer named 'nope'"),
+    ([("prune", 0.5, 1)], TypeError, "pair"),
+    ([("factorize", 3)], ValueError, "factorize step needs a dict"),
+], ids=["not-a-list", "unknown-step", "after-cluster", "unknown-layer", "triple", "factorize-arg"])
+def test_bad_steps(trained_mlp, digits, steps, error, match):
+    with pytest.raises(error, match=match):
+        pipeline.compress(trained_mlp, digits, steps, fine_tune_epochs=0)
+
+
+def test_bad_arguments(trained_mlp, digits):
+    with pytest.raises(TypeError, match="data must be"):
+        pipeline.compress(trained_mlp, (digits.x_train, digits.y_train), [])
+    with pytest.raises(ValueError, match="fine_tune_epochs"):
+        pipeline.compress(trained_mlp, digits, [], fine_tune_epochs=-1)
+    with pytest.raises(ValueError, match="weight_decay"):
+        pipeline.compress(trained_mlp, digits, [], weight_decay=-1)
+    with pytest.raises(TypeError, match="keras.Model"):
+        pipeline.compress("model", digits, [])
+    with pytest.raises(ValueError, match="fc_bits"):
+        pipeline.deep_compression(trained_mlp, digits, fc_bits=0)
+    inputs = keras.Input((3,))
+    with pytest.raises(ValueError, match="no Dense or Conv2D"):
+        pipeline.deep_compression(keras.Model(inputs, keras.layers.ReLU()(inputs)), digits)
