@@ -1,0 +1,107 @@
+"""The command line, run as users run it: as a subprocess (``python -m compressnet_lite``).
+
+Each subprocess that imports TensorFlow costs ~6 s, so the successful paths share one demo
+run and the remaining checks call ``main`` in-process.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from compressnet_lite import cli, storage
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def run(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "compressnet_lite", *args], capture_output=True,
+                          text=True, env=ENV, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    proc = run("demo", "--epochs", "8", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "reloaded accuracy" in proc.stdout and "fc1/kernel" in proc.stdout
+    assert "epoch 8/8" in proc.stderr  # progress on stderr
+    return out
+
+
+def test_demo_writes_a_loadable_compressed_model(demo_dir, capsys):
+    cnl_file = demo_dir / "demo.cnl"
+    assert (demo_dir / "demo.keras").is_file()
+    assert cnl_file.stat().st_size < 0.25 * (demo_dir / "demo.keras").stat().st_size
+    assert cli.main(["--quiet", "info", str(cnl_file), "--streams"]) == 0
+    out = capsys.readouterr().out
+    assert f"{cnl_file.stat().st_size:,}" in out
+    assert "positions.entries.data" in out
+
+
+def test_help_and_usage_errors_exit_0_and_2():
+    proc = run("--help")
+    assert proc.returncode == 0 and "Exit codes" in proc.stdout
+    proc = run("compress", "--help")
+    assert proc.returncode == 0 and "--fine-tune-epochs" in proc.stdout and "--prune" in proc.stdout
+    proc = run("compress", "m.keras", "--prune", "1.5", "-o", "x.cnl")
+    assert proc.returncode == 2 and "must be in [0, 1)" in proc.stderr
+    proc = run("shrink")
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
+
+
+def test_bad_files_fail_cleanly_with_exit_1(tmp_path, demo_dir):
+    damaged = tmp_path / "damaged.cnl"
+    data = bytearray((demo_dir / "demo.cnl").read_bytes())
+    data[100] ^= 0xFF
+    damaged.write_bytes(data)
+    proc = run("evaluate", str(damaged))
+    assert proc.returncode == 1
+    assert "corrupted" in proc.stderr and "Traceback" not in proc.stderr
+    # in-process from here (same code path, no TensorFlow start-up per call)
+    assert cli.main(["-q", "compress", str(tmp_path / "missing.keras"), "--prune", "0.5",
+                     "-o", str(tmp_path / "o.cnl")]) == 1
+    not_a_model = tmp_path / "bad.keras"
+    not_a_model.write_bytes(b"not a zip")
+    assert cli.main(["-q", "compress", str(not_a_model), "-o", str(tmp_path / "o.cnl")]) == 1
+    assert cli.main(["-q", "info", str(tmp_path / "missing.cnl")]) == 1
+
+
+def test_compress_evaluate_export_in_process(demo_dir, tmp_path, capsys):
+    out = tmp_path / "q.cnl"
+    code = cli.main(["-q", "compress", str(demo_dir / "demo.keras"), "--prune", "0.5", "--quantize", "8",
+                     "--fine-tune-epochs", "1", "-o", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "quantize 8" in text and f"{out.stat().st_size:,} bytes" in text
+    model = storage.load_compressed(out)
+    k = model.get_layer("fc1").get_weights()[0]
+    assert np.mean(k == 0) >= 0.5 and np.unique(k).size <= 2 ** 8 * k.shape[1]
+    assert cli.main(["evaluate", str(out), "--data", "digits"]) == 0
+    acc = float(capsys.readouterr().out.split()[-1])
+    assert acc > 0.7
+    if importlib.util.find_spec("compressnet_lite.quantization") is not None:
+        tfl = tmp_path / "q.tflite"
+        assert cli.main(["-q", "export", str(out), "--tflite", str(tfl)]) == 0
+        assert tfl.stat().st_size > 0 and "int8" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["compress", "{keras}", "--cluster", "16", "--quantize", "8", "-o", "x.cnl"], 2, "choose one of"),
+    (["compress", "{keras}", "--cluster", "5000", "-o", "x.cnl"], 2, "smallest layer"),
+    (["compress", "{keras}", "--data", "cifar", "-o", "x.cnl"], 2, "--data must be"),
+    (["compress", "{keras}", "--data", "npz:{missing}", "-o", "x.cnl"], 1, "not found"),
+    (["evaluate", "{keras}", "--data", "npz:{wrong_shape}"], 1, "expects inputs of shape"),
+], ids=["cluster-and-quantize", "too-many-clusters", "unknown-data", "missing-data-file", "wrong-shape"])
+def test_impossible_settings(demo_dir, tmp_path, capsys, argv, code, message):
+    wrong = tmp_path / "wrong.npz"
+    x = np.zeros((20, 10), np.float32)
+    y = np.arange(20) % 10
+    np.savez(wrong, x_train=x, y_train=y, x_test=x, y_test=y)
+    fill = {"keras": str(demo_dir / "demo.keras"), "missing": str(tmp_path / "none.npz"), "wrong_shape": str(wrong)}
+    argv = [a.format(**fill) for a in argv]
+    assert cli.main(["-q", *argv]) == code
+    assert message in capsys.readouterr().err
