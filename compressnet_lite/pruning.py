@@ -54,13 +54,19 @@ __all__ = [
 def score_mask(scores: np.ndarray, sparsity: float) -> np.ndarray:
     """Mask (1 keep, 0 prune) that prunes exactly ``round(sparsity * size)`` lowest scores.
 
-    Ties are broken by position (a stable sort: the earlier element is pruned first), so
-    the result is deterministic and the sparsity exact.
+    Ties are broken by position (the earlier element is pruned first, as a stable sort
+    would), so the result is deterministic and the sparsity exact. Runs in linear time
+    (``np.partition`` finds the k-th smallest score; no full sort).
     """
-    flat = np.asarray(scores, dtype=np.float64).ravel()
+    flat = np.asarray(scores).ravel()
     k = int(round(sparsity * flat.size))
     mask = np.ones(flat.size, dtype=np.float32)
-    mask[np.argsort(flat, kind="stable")[:k]] = 0.0
+    if k > 0:
+        kth = np.partition(flat, k - 1)[k - 1]       # the k-th smallest score
+        below = flat < kth
+        ties = np.flatnonzero(flat == kth)[:k - int(below.sum())]
+        mask[below] = 0.0
+        mask[ties] = 0.0
     return mask.reshape(np.shape(scores))
 
 
@@ -272,7 +278,9 @@ class MaskConstraint(keras.constraints.Constraint):
     def __call__(self, w):
         if self.inner is not None:
             w = self.inner(w)
-        return w if self.mask is None else w * keras.ops.cast(self.mask, w.dtype)
+        if self.mask is None:
+            return w
+        return w * (self.mask if self.mask.dtype == w.dtype else keras.ops.cast(self.mask, w.dtype))
 
     def get_config(self) -> dict:
         return {}
@@ -306,7 +314,7 @@ class _Prunable:
         """Set the mask and zero the pruned kernel weights (outside the train step)."""
         mask = np.asarray(mask, dtype=np.float32)
         self.cnl_mask.assign(mask)
-        self._kernel.assign(keras.ops.convert_to_numpy(self._kernel) * mask)
+        self._kernel.assign(self._kernel * self.cnl_mask)
 
 
 @keras.saving.register_keras_serializable(package="compressnet_lite")
@@ -503,8 +511,10 @@ def neuron_scores(model: keras.Model, layer: Any, criterion: Any = "l1", data: A
 # =======================================================================================
 
 def _compute_masks(model: keras.Model, layers: list, sparsity: float, scope: str,
-                   criterion: Callable, data: Any) -> dict[str, np.ndarray]:
-    scores = [np.asarray(s, dtype=np.float64) for s in criterion(model, layers, data)]
+                   criterion: Callable, data: Any,
+                   current: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    scores = [np.array(s, dtype=np.result_type(np.asarray(s).dtype, np.float32))
+              for s in criterion(model, layers, data)]
     for layer, s in zip(layers, scores):
         if s.shape != tuple(layer.kernel.shape):
             raise ValueError(f"criterion returned shape {s.shape} for layer {layer.name!r}, "
@@ -512,7 +522,8 @@ def _compute_masks(model: keras.Model, layers: list, sparsity: float, scope: str
         if not np.all(np.isfinite(s)):
             raise ValueError(f"criterion returned NaN or infinite scores for layer {layer.name!r}")
         if isinstance(layer, _Prunable):  # once pruned, stays pruned
-            s[_np(layer.cnl_mask) == 0] = -np.inf
+            mask = current[layer.name] if current is not None else _np(layer.cnl_mask)
+            s[mask == 0] = -np.inf
     if scope == "layer":
         return {l.name: score_mask(s, sparsity) for l, s in zip(layers, scores)}
     flat = score_mask(np.concatenate([s.ravel() for s in scores]), sparsity)
@@ -628,14 +639,16 @@ class PruningCallback(keras.callbacks.Callback):
                              "compressnet_lite.pruning.prune(model, 0.0) before fit")
         optimizer = getattr(self.model, "optimizer", None)
         self.step = int(_np(optimizer.iterations)) if optimizer is not None and optimizer.built else 0
+        self._masks = {l.name: _np(l.cnl_mask) for l in self._layers}
 
     def on_train_batch_begin(self, batch, logs=None):
         update, target = self.schedule(self.step)
         if update:
             new = _compute_masks(self.model, self._layers, float(target), self.scope,
-                                 self.criterion, self.data)
+                                 self.criterion, self.data, self._masks)
             for layer in self._layers:
                 layer.apply_mask(new[layer.name])
+            self._masks = new
             self.sparsity = float(target)
         self.step += 1
 
