@@ -514,7 +514,8 @@ def _select(model: keras.Model, layers: Iterable[str] | None) -> list[keras.laye
         chosen = [l for l in model.layers if _base_type(l) is not None]
         if not chosen:
             kinds = ", ".join(sorted({type(l).__name__ for l in model.layers}))
-            raise ValueError(f"model has no layer to quantize (supported: {supported}); its layers are {kinds}")
+            raise ValueError(f"model has no layer to quantize (supported: {supported}); "
+                             f"its layers are {kinds}")
         return chosen
     if isinstance(layers, str):
         layers = [layers]
@@ -833,7 +834,7 @@ def _quiet():
 
 
 class TFLiteRunner:
-    """A callable that runs a ``.tflite`` model on a batch (interpreter created once).
+    """A callable that runs a single-input, single-output ``.tflite`` model on a batch.
 
     Uses LiteRT's ``ai_edge_litert.interpreter.Interpreter`` when it is installed, else the
     deprecated ``tf.lite.Interpreter`` (its deprecation warning is silenced). ``backend``
