@@ -364,3 +364,37 @@ def test_tflite_errors(mlp):
         Q.to_tflite(mlp, np.zeros((0, 64), np.float32))
     with pytest.raises(TypeError, match="tflite_bytes"):
         Q.tflite_predict("model.tflite", np.zeros((1, 64)))
+
+
+_STRATEGY_SCRIPT = """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import numpy as np
+import compressnet_lite as cnl
+from compressnet_lite import quantization as Q
+d = cnl.data.load_digits()
+m = cnl.models.train(cnl.models.seed_mlp(), d, epochs=1)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    qat = Q.quantize_aware(m, bits=4, activation_bits=8)
+    cnl.models.compile_model(qat)
+qat.fit(d.x_train, d.y_train, epochs=1, verbose=0)
+with strategy.scope():
+    q = Q.quantize_model(qat)
+assert float(qat.get_layer("fc1").cnl_act_max.numpy()) > 0
+assert q.get_layer("fc1").qtensor().q.dtype == np.int8
+print("OK")
+"""
+
+
+def test_qat_and_convert_inside_distribution_strategy():
+    """Two logical CPUs must be configured before TensorFlow starts: run in a fresh process."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", _STRATEGY_SCRIPT], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-2000:]
