@@ -39,7 +39,7 @@ def huffman_code_lengths(counts: Any) -> np.ndarray:
     """Length in bits of each symbol's Huffman code, from the symbols' counts.
 
     Repeatedly merges the two least frequent subtrees (a min-heap); a symbol's code length
-    is its depth in the final tree (found by following parent links from the root). Symbols with count 0 get length 0 (no code). A lone
+    is its depth in the final tree. Symbols with count 0 get length 0 (no code). A lone
     symbol gets length 1 so that it still costs one bit per occurrence.
 
     Args:

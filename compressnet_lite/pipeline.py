@@ -352,7 +352,7 @@ def _copy(model: keras.Model) -> keras.Model:
 
 def deep_compression(model: keras.Model, data: Dataset, *, sparsity: dict[str, float] | None = None,
                      conv_bits: int = 8, fc_bits: int = 5, prune_rounds: int = 3,
-                     fine_tune_epochs: int = 4, cluster_epochs: int = 3, weight_decay: float = 1e-4,
+                     fine_tune_epochs: int = 4, cluster_epochs: int = 3, weight_decay: float = 0.05,
                      learning_rate: float = 1e-3, batch_size: int = 32,
                      progress: Callable[[str], None] | None = None) -> tuple[keras.Model, Report]:
     """Deep Compression (Han, Mao & Dally 2016): pruning, trained weight sharing, Huffman coding.
@@ -375,7 +375,8 @@ def deep_compression(model: keras.Model, data: Dataset, *, sparsity: dict[str, f
         prune_rounds: pruning + fine-tuning rounds (sparsity grows geometrically to the target).
         fine_tune_epochs: epochs after each pruning round.
         cluster_epochs: epochs of centroid fine-tuning.
-        weight_decay: AdamW's decoupled weight decay while pruning.
+        weight_decay: AdamW's decoupled weight decay while pruning (Keras multiplies it by the
+            learning rate: 0.05 shrinks every weight by 5e-5 per step).
         learning_rate / batch_size: fine-tuning settings.
         progress: called with a line of text per stage.
 

@@ -728,6 +728,21 @@ class SizeReport:
             return "values" if first in ("values", "codebook", "codes", "scales", "indices") else first
         return sum(r.bytes for r in self.rows if r.layer != "(file)" and family(r.stream) == kind)
 
+    def per_weight(self) -> list[dict]:
+        """Per weight: elements, stored values, kept fraction, and bits per stored value spent
+        on positions (``index_bits``) and on values (``value_bits``: codebook, indices, codes,
+        scales or raw floats), as in Table 2 of Han, Mao & Dally (2016)."""
+        out = []
+        for w in self.weights:
+            rows = [r for r in self.rows if r.weight == w["path"]]
+            index = sum(r.bytes for r in rows if r.stream.startswith("positions"))
+            value = sum(r.bytes for r in rows) - index
+            n = max(w["stored"], 1)
+            out.append({"weight": w["path"], "size": w["size"], "stored": w["stored"],
+                        "kept": w["stored"] / max(w["size"], 1), "index_bits": 8 * index / n,
+                        "value_bits": 8 * value / n, "bytes": index + value, "encoding": w["encoding"]})
+        return out
+
     def to_frame(self):
         """The rows as a pandas DataFrame (layer, weight, stream, bytes)."""
         import pandas as pd
