@@ -242,11 +242,12 @@ class Report:
         return [r["size"] for r in self.rows]
 
     def frame(self):
-        """A pandas DataFrame, one row per stage (byte columns in bytes, ratio vs float32)."""
+        """A pandas DataFrame, one row per stage (bytes; ``ratio``: the input model's float32
+        weights over the stage's compressed file)."""
         import pandas as pd
 
         df = pd.DataFrame([{k: v for k, v in r.items() if k != "size"} for r in self.rows]).set_index("stage")
-        df["ratio"] = df["float32_bytes"] / df["cnl_bytes"]
+        df["ratio"] = df["float32_bytes"].iloc[0] / df["cnl_bytes"]  # vs the input model's float32
         return df
 
     def plot(self):
@@ -272,9 +273,10 @@ class Report:
 
     def __str__(self) -> str:
         lines = [f"{'stage':<22}{'acc':>7}{'nonzero':>9}{'float32 B':>11}{'gzip B':>9}{'cnl B':>8}{'ratio':>7}"]
+        base = self.rows[0]["float32_bytes"] if self.rows else 0
         for r in self.rows:
             lines.append(f"{r['stage']:<22}{r['accuracy']:>7.3f}{r['nonzero']:>9,}{r['float32_bytes']:>11,}"
-                         f"{r['gzip_bytes']:>9,}{r['cnl_bytes']:>8,}{r['float32_bytes'] / r['cnl_bytes']:>6.1f}x")
+                         f"{r['gzip_bytes']:>9,}{r['cnl_bytes']:>8,}{base / r['cnl_bytes']:>6.1f}x")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:

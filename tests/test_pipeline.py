@@ -69,6 +69,24 @@ def test_deep_compression_preset(trained_mlp, digits):
     assert pqh["cnl_bytes"] < report.rows[1]["cnl_bytes"] < report.rows[0]["cnl_bytes"]
 
 
+@pytest.mark.parametrize("step, module", [
+    (("prune_neurons", 0.25), "pruning"),
+    (("merge", 0.25), "merging"),
+    (("factorize", {"layer": "fc1", "rank": 8}), "lowrank"),
+    (("distill", 4.0), "distillation"),
+], ids=["prune-neurons", "merge", "factorize", "distill"])
+def test_structural_steps_compose(trained_mlp, digits, step, module):
+    if importlib.util.find_spec(f"compressnet_lite.{module}") is None:
+        pytest.skip(f"compressnet_lite.{module} not available")
+    small, report = pipeline.compress(trained_mlp, digits, [step, ("cluster", 16)], fine_tune_epochs=0)
+    df = report.frame()
+    assert len(df) == 3
+    if step[0] != "distill":
+        assert df["params"].iloc[1] < df["params"].iloc[0]
+    assert df["ratio"].iloc[2] > df["ratio"].iloc[1] > 0.8
+    assert df["accuracy"].iloc[2] > 0.5
+
+
 def test_paper_sparsity():
     assert [pipeline.paper_sparsity("fc", i, 3) for i in range(3)] == [0.92, 0.91, 0.74]
     assert pipeline.paper_sparsity("conv", 0, 2) == 0.34
