@@ -75,7 +75,7 @@ def latency_ms(model, runs=50):
 # %% [markdown]
 # `guarded` runs a snippet and prints the exception's type and first line instead of stopping;
 # `measure` collects the figures every section reports, with bytes measured by encoding the
-# model in the compressed format of {mod}`compressnet_lite.storage` (sparse positions, integer
+# model in the compressed format of `compressnet_lite.storage` (sparse positions, integer
 # codes, Huffman coding: whatever is cheapest for each array), never computed on paper.
 #
 # ## The article's model, trained as printed
