@@ -377,8 +377,9 @@ assert speedup > 1.5
 # On this CPU the int8 file is less than 35% of the float32 one (the weights take a
 # quarter; the graph and the quantization parameters add the rest), as accurate, and faster (at
 # least 1.5x, asserted; the measured factor is printed above and varies with the machine).
-# Keras' own int8 (`model.quantize("int8")`) and this library's `quantize_model` store int8
-# codes but compute in float; the speed comes only from an integer kernel.
+# This library's `quantize_model` stores int8 codes but computes with the dequantized float
+# kernel (its layers subclass Keras' own, {doc}`03_4_quantization`): smaller files, same
+# speed. The speed-up comes from TensorFlow Lite's integer kernels.
 #
 # ## 5. Knowledge distillation, refined
 #
