@@ -175,6 +175,7 @@ def _load_model(path: str):
     if path.endswith(".keras"):
         import keras
 
+        storage.register_library_classes()  # a saved pruned/clustered/quantized model uses them
         try:
             return keras.saving.load_model(path, compile=False)  # safe_mode=True (the default)
         except Exception as exc:

@@ -326,7 +326,7 @@ def compress(model: keras.Model, data: Dataset, steps: Sequence[Any], *, fine_tu
         raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
     say = progress or (lambda line: None)
     original = _copy(model)
-    current = _copy(model)
+    current = _copy(storage.plain_model(model))  # transform layers (masks, wrappers) -> plain Keras
     report = Report()
     say(f"[0/{len(parsed)}] measuring the input model")
     report.rows.append(measure(current, data, stage="input", latency=latency))

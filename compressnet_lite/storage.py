@@ -72,7 +72,7 @@ from compressnet_lite.huffman import (
 __all__ = [
     "FORMAT", "VERSION", "CorruptFileError", "relative_index_encode", "relative_index_decode",
     "encode_ints", "decode_ints", "encode_array", "decode_array", "save_compressed",
-    "load_compressed", "compressed_size", "SizeReport", "plain_model",
+    "load_compressed", "compressed_size", "SizeReport", "plain_model", "register_library_classes",
 ]
 
 FORMAT = "compressnet-lite"
@@ -383,6 +383,8 @@ def decode_array(spec: dict, streams: dict[str, bytes]) -> np.ndarray:
     if dtype.kind not in "biuf":
         raise CorruptFileError(f"unsupported dtype {dtype}")
     n = int(np.prod(shape, dtype=np.int64))
+    if any(d < 0 for d in shape) or n > 1 << 31:
+        raise CorruptFileError(f"implausible weight shape {shape}")
     n_channels = shape[-1] if len(shape) >= 2 else 1
     if spec["layout"] == "dense":
         if spec["values"]["kind"] == "raw":
@@ -450,7 +452,8 @@ def _to_builtin_layers(model):
     Keras layer, holding the kernel the layer computes with (``layer.kernel``) and its bias."""
     import keras
 
-    targets = {l.name for l in _library_layers(model, ("Layer",)) if _builtin_base(l) is not None}
+    targets = {l.name for l in _library_layers(model, ("Layer",))
+               if _builtin_base(l) not in (None, keras.layers.Layer) and hasattr(l, "kernel")}
     if not targets:
         return model
 
@@ -516,6 +519,16 @@ def plain_model(model: Any):
                 "registered with keras.saving.register_keras_serializable; convert the model to "
                 "plain layers first")
     return model
+
+
+def register_library_classes() -> None:
+    """Import every module of the library, so that its Keras-serializable classes are
+    registered (needed to rebuild a model that uses them, from a ``.keras`` or ``.cnl`` file)."""
+    import compressnet_lite
+
+    for name in compressnet_lite._MODULES:
+        if importlib.util.find_spec(f"compressnet_lite.{name}") is not None:
+            importlib.import_module(f"compressnet_lite.{name}")
 
 
 def _encode_model(model, huffman: bool) -> tuple[bytes, "SizeReport"]:
@@ -650,12 +663,8 @@ def load_compressed(path: Any):
 
     manifest, arch, blob, _ = _verify_and_open(_read(path))
     arrays = _decode_weights(manifest, blob)
-    if "compressnet_lite>" in arch:  # classes registered by library modules: import them
-        import compressnet_lite
-
-        for name in compressnet_lite._MODULES:
-            if importlib.util.find_spec(f"compressnet_lite.{name}") is not None:
-                importlib.import_module(f"compressnet_lite.{name}")
+    if "compressnet_lite>" in arch:
+        register_library_classes()
     try:
         model = keras.saving.deserialize_keras_object(json.loads(arch), safe_mode=True)
     except Exception as exc:  # unknown classes, bad config

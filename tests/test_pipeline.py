@@ -128,3 +128,14 @@ def test_bad_arguments(trained_mlp, digits):
     inputs = keras.Input((3,))
     with pytest.raises(ValueError, match="no Dense or Conv2D"):
         pipeline.deep_compression(keras.Model(inputs, keras.layers.ReLU()(inputs)), digits)
+
+
+@needs
+def test_input_with_transform_layers_is_made_plain_first(trained_mlp, digits):
+    import compressnet_lite as cnl
+
+    wrapped = cnl.pruning.prune(trained_mlp, 0.5)
+    small, report = pipeline.compress(wrapped, digits, [("cluster", 8)], fine_tune_epochs=0)
+    assert report.rows[0]["nonzero"] < 0.6 * metrics.count_params(trained_mlp)
+    assert all(type(l).__module__.startswith("keras.") for l in small.layers)
+    assert np.mean(_kernels(small)["fc1/kernel"] == 0) >= 0.5
