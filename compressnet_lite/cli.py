@@ -249,8 +249,9 @@ def _compress(args, say) -> int:
             raise UsageError(f"--cluster {args.cluster} is more values than the smallest layer keeps "
                              f"({smallest} weights)")
     start = time.perf_counter()
+    bar = [_EpochBar(args.fine_tune_epochs, say)] if args.fine_tune_epochs else []
     small, report = pipeline.compress(model, dataset, steps, fine_tune_epochs=args.fine_tune_epochs,
-                                      weight_decay=args.weight_decay, progress=say)
+                                      weight_decay=args.weight_decay, progress=say, callbacks=bar)
     size = storage.save_compressed(small, args.output, huffman=not args.no_huffman)
     print(report)
     print(f"wrote {args.output}: {size.total:,} bytes ({size.ratio:.1f}x smaller than float32) "

@@ -116,8 +116,8 @@ def _optimizer(learning_rate: float, weight_decay: float):
     return keras.optimizers.Adam(learning_rate)
 
 
-def _fine_tune(model, data: Dataset, epochs: int, lr: float, wd: float, batch_size: int,
-               callbacks: Sequence = ()) -> keras.Model:
+def _fine_tune_with(model, data: Dataset, epochs: int, lr: float, wd: float, batch_size: int,
+                    callbacks: Sequence = ()) -> keras.Model:
     if epochs <= 0:
         return model
     models.compile_model(model, optimizer=_optimizer(lr, wd))
@@ -133,8 +133,11 @@ def _module(name: str):
 
 
 def _run_step(model, name: str, arg: Any, original, data: Dataset, epochs: int, lr: float,
-              wd: float, batch_size: int) -> keras.Model:
+              wd: float, batch_size: int, callbacks: Sequence = ()) -> keras.Model:
     """Apply one step to the plain ``model`` and fine-tune; returns a model (maybe wrapped)."""
+    def _fine_tune(model, data, epochs, lr, wd, batch_size):
+        return _fine_tune_with(model, data, epochs, lr, wd, batch_size, callbacks)
+
     if name == "prune":
         pruning = _module("pruning")
         for layer, sparsity in _per_layer(arg, model, "prune").items():
@@ -157,7 +160,7 @@ def _run_step(model, name: str, arg: Any, original, data: Dataset, epochs: int, 
         distiller.compile(optimizer=_optimizer(lr, wd))
         keras.utils.set_random_seed(0)
         distiller.fit(data.x_train, data.y_train, epochs=max(epochs, 1), batch_size=batch_size,
-                      verbose=0, callbacks=[KeepZeros()])
+                      verbose=0, callbacks=[KeepZeros(), *callbacks])
         return distiller.student
     if name == "cluster":
         clustering = _module("clustering")
@@ -285,8 +288,8 @@ class Report:
 
 def compress(model: keras.Model, data: Dataset, steps: Sequence[Any], *, fine_tune_epochs: int = 2,
              learning_rate: float = 1e-3, weight_decay: float = 0.0, batch_size: int = 32,
-             latency: bool = False, progress: Callable[[str], None] | None = None
-             ) -> tuple[keras.Model, Report]:
+             latency: bool = False, progress: Callable[[str], None] | None = None,
+             callbacks: Sequence[keras.callbacks.Callback] = ()) -> tuple[keras.Model, Report]:
     """Apply ``steps`` in order, fine-tuning after each, and measure every stage.
 
     Args:
@@ -306,6 +309,7 @@ def compress(model: keras.Model, data: Dataset, steps: Sequence[Any], *, fine_tu
         batch_size: fine-tuning batch size.
         latency: also time inference (slower; timings vary run to run).
         progress: called with a line of text as each stage starts (for command-line output).
+        callbacks: extra Keras callbacks for every fine-tuning run (e.g. a progress bar).
 
     Returns:
         ``(compressed model, Report)``: the model is a plain Keras model (its zeros, shared
@@ -333,7 +337,7 @@ def compress(model: keras.Model, data: Dataset, steps: Sequence[Any], *, fine_tu
     for i, (name, arg) in enumerate(parsed, start=1):
         say(f"[{i}/{len(parsed)}] {name} {arg if not isinstance(arg, dict) else ''}".rstrip())
         current = _run_step(current, name, arg, original, data, fine_tune_epochs, learning_rate,
-                            weight_decay, batch_size)
+                            weight_decay, batch_size, callbacks)
         current = storage.plain_model(current)
         report.rows.append(measure(current, data, stage=f"{name} {_short(arg)}".strip(), latency=latency))
     return current, report

@@ -96,7 +96,7 @@ def test_keep_zeros_callback(trained_mlp, digits):
     w = trained_mlp.get_weights()
     w[0][:, :10] = 0
     trained_mlp.set_weights(w)
-    pipeline._fine_tune(trained_mlp, digits, 1, 1e-3, 1e-3, 64)
+    pipeline._fine_tune_with(trained_mlp, digits, 1, 1e-3, 1e-3, 64)
     assert np.all(trained_mlp.get_weights()[0][:, :10] == 0)
     assert metrics.sparsity(trained_mlp.get_layer("fc1")) >= 10 / 64
 
