@@ -21,7 +21,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
 __all__ = ["main", "build_parser", "load_data"]
 
@@ -269,7 +269,8 @@ def _demo(args, say) -> int:
     dataset = data.load_digits()
     say(f"training seed_mlp on the digits for {args.epochs} epochs")
     keras.utils.set_random_seed(0)
-    model = models.train(models.seed_mlp(), dataset, epochs=args.epochs, callbacks=[_EpochBar(args.epochs, say)])
+    model = models.train(models.seed_mlp(), dataset, epochs=args.epochs,
+                         callbacks=[_EpochBar(args.epochs, say)])
     keras_path = os.path.join(out, "demo.keras")
     model.save(keras_path)
     small, report = pipeline.compress(model, dataset, [("prune", 0.7), ("cluster", 16)],

@@ -151,7 +151,8 @@ def _run_step(model, name: str, arg: Any, original, data: Dataset, epochs: int, 
         return _fine_tune(model, data, epochs, lr, wd, batch_size)
     if name == "factorize":
         if not isinstance(arg, dict) or "layer" not in arg:
-            raise ValueError("factorize step needs a dict: {'layer': name, 'rank': r} or {'layer': name, 'energy': e}")
+            raise ValueError("factorize step needs a dict: {'layer': name, 'rank': r} or "
+                             "{'layer': name, 'energy': e}")
         model = _module("lowrank").factorize(model, **arg)
         return _fine_tune(model, data, epochs, lr, wd, batch_size)
     if name == "distill":
@@ -275,7 +276,8 @@ class Report:
         return fig
 
     def __str__(self) -> str:
-        lines = [f"{'stage':<22}{'acc':>7}{'nonzero':>9}{'float32 B':>11}{'gzip B':>9}{'cnl B':>8}{'ratio':>7}"]
+        lines = [f"{'stage':<22}{'acc':>7}{'nonzero':>9}{'float32 B':>11}{'gzip B':>9}{'cnl B':>8}"
+                 f"{'ratio':>7}"]
         base = self.rows[0]["float32_bytes"] if self.rows else 0
         for r in self.rows:
             lines.append(f"{r['stage']:<22}{r['accuracy']:>7.3f}{r['nonzero']:>9,}{r['float32_bytes']:>11,}"
@@ -407,8 +409,9 @@ def deep_compression(model: keras.Model, data: Dataset, *, sparsity: dict[str, f
         rounds.append(("prune", {n: float(1 - (1 - s) ** (r / prune_rounds)) for n, s in sparsity.items()}))
     clusters = {l.name: 2 ** (conv_bits if l in convs else fc_bits) for l in layers}
     say = progress or (lambda line: None)
-    pruned, rep1 = compress(model, data, rounds, fine_tune_epochs=fine_tune_epochs, learning_rate=learning_rate,
-                            weight_decay=weight_decay, batch_size=batch_size, progress=say)
+    pruned, rep1 = compress(model, data, rounds, fine_tune_epochs=fine_tune_epochs,
+                            learning_rate=learning_rate, weight_decay=weight_decay,
+                            batch_size=batch_size, progress=say)
     say("weight sharing with trained centroids")
     shared, rep2 = compress(pruned, data, [("cluster", clusters)], fine_tune_epochs=cluster_epochs,
                             learning_rate=learning_rate, batch_size=batch_size)

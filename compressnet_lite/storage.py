@@ -30,7 +30,8 @@ File format (version 1): a zip archive holding
   ``keras.saving.deserialize_keras_object(..., safe_mode=True)``, so a file can name only
   Keras' own layers and classes registered with Keras (never ``Lambda`` code, never pickle);
 * ``streams.bin`` (stored): the concatenated binary streams;
-* the zip comment: the SHA-256 of every byte before it. Any flipped byte or truncation is reported as :class:`CorruptFileError`; the zip's own CRC-32 per
+* the zip comment: the SHA-256 of every byte before it. Any flipped byte or truncation is
+  reported as :class:`CorruptFileError`; the zip's own CRC-32 per
   entry checks the entries again when they are read.
 
 Models with transform layers (pruning masks, clustered or quantized layers) are stored as
@@ -782,8 +783,8 @@ class SizeReport:
 
 def _describe(entry: dict) -> str:
     v = entry["values"]
-    kind = {"raw": np.dtype(entry["dtype"]).name, "codebook": f"codebook {v.get('size')}", "affine": "int codes, 1 scale",
-            "affine_channel": "int codes, scale/channel"}.get(v["kind"], v["kind"])
+    kind = {"raw": np.dtype(entry["dtype"]).name, "codebook": f"codebook {v.get('size')}",
+            "affine": "int codes, 1 scale", "affine_channel": "int codes, scale/channel"}.get(v["kind"], v["kind"])
     for key in ("indices", "codes"):
         if key in v:
             c = v[key]

@@ -101,7 +101,8 @@ def test_impossible_settings(demo_dir, tmp_path, capsys, argv, code, message):
     x = np.zeros((20, 10), np.float32)
     y = np.arange(20) % 10
     np.savez(wrong, x_train=x, y_train=y, x_test=x, y_test=y)
-    fill = {"keras": str(demo_dir / "demo.keras"), "missing": str(tmp_path / "none.npz"), "wrong_shape": str(wrong)}
+    fill = {"keras": str(demo_dir / "demo.keras"), "missing": str(tmp_path / "none.npz"),
+            "wrong_shape": str(wrong)}
     argv = [a.format(**fill) for a in argv]
     assert cli.main(["-q", *argv]) == code
     assert message in capsys.readouterr().err

@@ -7,7 +7,8 @@ import pytest
 from compressnet_lite import metrics, pipeline, storage
 
 needs = pytest.mark.skipif(
-    any(importlib.util.find_spec(f"compressnet_lite.{m}") is None for m in ("pruning", "clustering", "quantization")),
+    any(importlib.util.find_spec(f"compressnet_lite.{m}") is None
+        for m in ("pruning", "clustering", "quantization")),
     reason="pruning, clustering and quantization modules are needed")
 
 
@@ -31,7 +32,7 @@ def test_sparsity_is_kept_through_clustering_and_quantization(trained_mlp, digit
     for w, b in zip(trained_mlp.get_weights(), before):  # caller's model untouched
         np.testing.assert_array_equal(w, b)
     assert final["cnl_bytes"] < pruned_rows["cnl_bytes"] < report.rows[0]["cnl_bytes"]
-    assert final["accuracy"] > 0.5  # mechanics test (1 epoch, 8 values per layer); accuracy is the chapter's job
+    assert final["accuracy"] > 0.5  # mechanics (1 epoch, 8 values per layer); accuracy: the chapter
     assert all(type(l).__module__.startswith("keras.") for l in small.layers)
 
 

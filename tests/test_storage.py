@@ -148,7 +148,9 @@ def test_every_encoding_round_trips_bit_exactly(name, use_huffman):
 
 def test_encodings_are_smaller_than_float32_as_expected():
     arrays = _arrays()
-    size = lambda name, **kw: sum(len(b) for b in storage.encode_array(arrays[name][0], **kw)[1].values())  # noqa: E731
+    def size(name, **kw):
+        return sum(len(b) for b in storage.encode_array(arrays[name][0], **kw)[1].values())
+
     assert size("clustered") < 0.2 * arrays["clustered"][0].nbytes      # 4-bit indices + codebook
     assert size("quantized-per-tensor") <= arrays["quantized-per-tensor"][0].nbytes // 4 + 16
     assert size("very-sparse") < 200
@@ -236,7 +238,8 @@ def test_every_flipped_byte_is_rejected(small_file, tmp_path):
         storage.load_compressed(path)
 
 
-@pytest.mark.parametrize("keep", [0, 10, 0.5, -1, -33], ids=["empty", "10-bytes", "half", "minus-1", "minus-33"])
+@pytest.mark.parametrize("keep", [0, 10, 0.5, -1, -33],
+                         ids=["empty", "10-bytes", "half", "minus-1", "minus-33"])
 def test_truncated_file_is_rejected(small_file, tmp_path, keep):
     n = len(small_file)
     keep = int(n * keep) if isinstance(keep, float) else (keep if keep >= 0 else n + keep)
