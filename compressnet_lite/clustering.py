@@ -58,7 +58,10 @@ def kmeans_codebook(w: Any, k: int, init: str = "linear", *, max_iter: int = 100
         w: array of weights (any shape; flattened).
         k: number of clusters, ``1 <= k <= `` number of distinct values of ``w``.
         init: ``"linear"``, ``"density"`` or ``"kmeans++"``.
-        max_iter: Lloyd iterations at most (stops early when no assignment changes).
+        max_iter: Lloyd iterations at most (stops early when no assignment changes). ``0``
+            keeps the initial centroids and only assigns each weight to the nearest one
+            (what tfmot's ``cluster_weights`` does before fine-tuning); a centroid no weight
+            is nearest to is then dropped, so fewer than ``k`` values may be returned.
         seed: seed of the ``"kmeans++"`` draws (the other inits are deterministic).
 
     Returns:
@@ -79,7 +82,7 @@ def kmeans_codebook(w: Any, k: int, init: str = "linear", *, max_iter: int = 100
     x = w.astype(np.float64).ravel()
     k = check_positive_int(k, "k", maximum=x.size)
     check_choice(init, "init", INITS)
-    check_positive_int(max_iter, "max_iter")
+    check_positive_int(max_iter, "max_iter", minimum=0)
     distinct = np.unique(x).size
     if distinct < k:
         raise ValueError(f"k must be at most the number of distinct values of w ({distinct}), got {k}")
@@ -96,6 +99,10 @@ def kmeans_codebook(w: Any, k: int, init: str = "linear", *, max_iter: int = 100
             d2 = np.minimum(d2, (x - c[-1]) ** 2)
         c = np.array(c)
     c = np.sort(c)
+    if max_iter == 0:
+        nearest = np.searchsorted((c[1:] + c[:-1]) / 2, x)
+        used, labels = np.unique(nearest, return_inverse=True)
+        return c[used].astype(np.float32), labels.reshape(w.shape).astype(np.int32)
     labels = None
     for _ in range(max_iter):
         new = np.searchsorted((c[1:] + c[:-1]) / 2, x)  # nearest centroid (c is sorted)
@@ -261,7 +268,7 @@ def _check_graph(model: keras.Model) -> None:
 
 
 def cluster_weights(model: keras.Model, n_clusters: int, layers: Sequence[str] | None = None, *,
-                    init: str = "linear", seed: int = 0) -> keras.Model:
+                    init: str = "linear", seed: int = 0, max_iter: int = 100) -> keras.Model:
     """Share weights: a new model whose clustered kernels take only ``n_clusters`` values each.
 
     Each selected ``Dense``/``Conv2D`` kernel is clustered on its own (one codebook per
@@ -277,6 +284,9 @@ def cluster_weights(model: keras.Model, n_clusters: int, layers: Sequence[str] |
         layers: names of the layers to cluster; ``None`` takes every ``Dense`` and ``Conv2D``.
         init: centroid initialization, ``"linear"`` (Han et al.'s choice), ``"density"`` or ``"kmeans++"``.
         seed: seed of the ``"kmeans++"`` initialization.
+        max_iter: Lloyd iterations of :func:`kmeans_codebook`; ``0`` keeps the initial
+            centroids (with ``init="linear"`` the extreme weights stay representable, which
+            matters at small ``k``); a layer may then hold fewer than ``k`` values.
 
     Returns:
         A new model; ``model`` is not changed.
@@ -314,13 +324,14 @@ def cluster_weights(model: keras.Model, n_clusters: int, layers: Sequence[str] |
         if n_clusters > np.count_nonzero(nonzero):
             raise ValueError(f"n_clusters must be at most the number of non-zero weights of layer "
                              f"{layer.name!r} ({np.count_nonzero(nonzero)}), got {n_clusters}")
-        centroids, labels = kmeans_codebook(kernel[nonzero], n_clusters, init, seed=seed)
-        index = np.full(kernel.shape, n_clusters, np.int32)  # index k = pruned zero
+        centroids, labels = kmeans_codebook(kernel[nonzero], n_clusters, init, seed=seed, max_iter=max_iter)
+        index = np.full(kernel.shape, centroids.size, np.int32)  # index k = pruned zero
         index[nonzero] = labels
         codes[layer.name] = (centroids, index)
 
     def to_clustered(layer):
-        return _CLUSTERED[type(layer)].from_config({**layer.get_config(), "n_clusters": n_clusters})
+        k = codes[layer.name][0].size
+        return _CLUSTERED[type(layer)].from_config({**layer.get_config(), "n_clusters": k})
 
     new = _clone(model, {name: to_clustered for name in codes})
     for old_layer, new_layer in zip(model.layers, new.layers):

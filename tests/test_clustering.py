@@ -264,3 +264,27 @@ def test_cluster_weights_rejects_non_models_and_subclassed_models():
     no_dense = keras.Model(inputs, keras.layers.ReLU()(inputs))
     with pytest.raises(ValueError, match="no Dense or Conv2D"):
         clustering.cluster_weights(no_dense, 2)
+
+
+def test_max_iter_zero_keeps_linear_initial_centroids():
+    w = np.array([-1.0, -0.2, -0.1, 0.0, 0.1, 0.3, 1.0])
+    centroids, labels = clustering.kmeans_codebook(w, 2, "linear", max_iter=0)
+    np.testing.assert_allclose(centroids, [-1.0, 1.0])
+    assert labels.tolist() == [0, 0, 0, 0, 1, 1, 1]
+    lloyd, _ = clustering.kmeans_codebook(w, 2, "linear")
+    assert np.abs(lloyd).max() < 1.0  # Lloyd pulls the centroids towards the bulk
+    # an initial centroid no weight is nearest to is dropped
+    centroids, labels = clustering.kmeans_codebook(np.array([0.0, 0.01, 0.02, 0.03, 1.0]), 5, "linear", max_iter=0)
+    assert centroids.size == np.unique(labels).size == 2
+    with pytest.raises(ValueError, match="max_iter"):
+        clustering.kmeans_codebook(w, 2, max_iter=-1)
+
+
+def test_cluster_weights_with_initial_centroids_only(trained_mlp, digits, tmp_path):
+    small = clustering.cluster_weights(trained_mlp, 2, max_iter=0)
+    for name in ("fc1", "fc2", "out"):
+        layer, kernel = small.get_layer(name), trained_mlp.get_layer(name).get_weights()[0]
+        np.testing.assert_allclose(np.sort(_distinct(layer)), [kernel.min(), kernel.max()], rtol=1e-6)
+    small.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded(digits.x_test[:8]), small(digits.x_test[:8]), atol=1e-6)
