@@ -73,7 +73,8 @@ def merge_plan(w_in: Any, b_in: Any, w_out: Any, ratio: float | None = None,
         b_in: biases, ``(units,)``.
         w_out: outgoing weights, one row per unit: ``(units, ...)`` flattened to
             ``(units, fan_out)`` (the next Dense kernel; for a conv, move the unit axis first).
-        ratio: fraction of the units to remove, in [0, 1) (``floor(ratio * units)`` merges).
+        ratio: fraction of the units to remove, in [0, 1) (``round(ratio * units)`` merges,
+            as :func:`compressnet_lite.pruning.prune_neurons` removes; one unit always stays).
         threshold: merge while the smallest saliency is ``<= threshold`` (at least one unit
             always stays). Give exactly one of ``ratio`` and ``threshold``.
         scaled: allow ``w_j = c w_i`` with ``c > 0`` (exact only for positively homogeneous
@@ -137,7 +138,7 @@ def cluster_plan(w_in: Any, b_in: Any, w_out: Any, ratio: float, *, seed: int = 
                  max_iter: int = 100) -> MergePlan:
     """Merge by clustering: k-means on the incoming vectors, one neuron per cluster.
 
-    The ``units - floor(ratio * units)`` clusters of the vectors ``[w_i; b_i]`` (Lloyd,
+    The ``units - round(ratio * units)`` clusters of the vectors ``[w_i; b_i]`` (Lloyd,
     k-means++ init seeded by ``seed``) each become one neuron whose incoming weights are
     the centroid and whose outgoing weights are the sum of the members'. The kept unit of
     a cluster is its lowest index; ``removed``/``into`` list the others, ``saliency`` their
@@ -212,7 +213,7 @@ def _how_many(ratio: float | None, threshold: float | None, units: int) -> int:
         raise ValueError("give exactly one of ratio (fraction of units to remove) and threshold "
                          f"(largest saliency to merge), got ratio={ratio}, threshold={threshold}")
     if ratio is not None:
-        return int(np.floor(check_fraction(ratio, "ratio") * units + 1e-9))
+        return min(int(round(check_fraction(ratio, "ratio") * units)), units - 1)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)):
         raise TypeError(f"threshold must be a number, got {type(threshold).__name__}")
     if not (np.isfinite(threshold) and threshold >= 0):
