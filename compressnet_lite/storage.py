@@ -565,7 +565,7 @@ def _encode_model(model, huffman: bool) -> tuple[bytes, "SizeReport"]:
         raise RuntimeError("unexpected zip layout")
     head = raw[:-2] + struct.pack("<H", _HASH_LEN)  # end record announcing a 32-byte comment
     data = head + hashlib.sha256(head).digest()
-    report = _report(model, manifest, rows, sizes, len(data), huffman)
+    report = _report(manifest, rows, sizes, len(data), huffman)
     return data, report
 
 
@@ -797,7 +797,7 @@ def _describe(entry: dict) -> str:
     return kind
 
 
-def _report(model, manifest: dict, rows: list[StreamSize], sizes: dict[str, int], total: int,
+def _report(manifest: dict, rows: list[StreamSize], sizes: dict[str, int], total: int,
             huffman: bool) -> SizeReport:
     rows = list(rows)
     rows.append(StreamSize("(file)", "manifest", "manifest.json", sizes["manifest.json"]))
@@ -839,4 +839,4 @@ def compressed_size(obj: Any, *, huffman: bool = True) -> SizeReport:
     rows = [StreamSize(_layer_of(e["path"]), e["path"], name, length)
             for e in manifest["weights"] for name, _, length in e["streams"]]
     uses_huffman = "huffman" in json.dumps(manifest["weights"])
-    return _report(None, manifest, rows, sizes, len(data), uses_huffman)
+    return _report(manifest, rows, sizes, len(data), uses_huffman)
