@@ -176,12 +176,12 @@ def _is_linear(fn: Any) -> bool:
     return fn is None or getattr(fn, "__name__", "") == "linear"
 
 
-@keras.saving.register_keras_serializable(package="compressnet_lite")
 class _PreActivation(keras.layers.Layer):
     """Calls a layer with its activation switched off: the logits of a ``Dense(..., "softmax")``.
 
     It reuses the wrapped layer's own weights (nothing is copied), so training through it
-    trains the original layer. Internal to :func:`logits_model`.
+    trains the original layer. Internal to :func:`logits_model` (a training-time view, not
+    meant to be saved: save the original model).
     """
 
     def __init__(self, layer: keras.layers.Layer, **kwargs):
@@ -243,7 +243,7 @@ def logits_model(model: keras.Model, name: str = "model") -> keras.Model:
         logits = layer.input  # rule 2: the layer before
     elif _is_softmax(activation):
         logits = _PreActivation(layer)(layer.input)  # rule 3: same layer, activation off
-    elif _is_linear(activation) and not isinstance(layer, (keras.layers.Activation, keras.layers.ReLU)):
+    elif _is_linear(activation) and not isinstance(layer, (keras.layers.ReLU, keras.layers.LeakyReLU)):
         return model  # rule 1
     else:
         act_name = getattr(activation, "__name__", type(layer).__name__)

@@ -201,6 +201,8 @@ def test_logits_model_reads_logits_before_the_softmax(build):
 def test_logits_model_returns_a_logits_model_unchanged():
     model = cnl.models.mlp(64, (16,), logits=True)
     assert dist.logits_model(model) is model
+    linear = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10), keras.layers.Activation("linear")])
+    assert dist.logits_model(linear) is linear
 
 
 class _Subclassed(keras.Model):
@@ -217,6 +219,10 @@ def _sigmoid_model():
     return keras.Model(inp, keras.layers.Dense(10, activation="sigmoid")(inp))
 
 
+def _relu_layer_model():
+    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(10), keras.layers.ReLU()])
+
+
 def _two_outputs():
     inp = keras.Input((64,))
     return keras.Model(inp, [keras.layers.Dense(10)(inp), keras.layers.Dense(10)(inp)])
@@ -230,10 +236,11 @@ def _subclassed():
 
 @pytest.mark.parametrize("build, exc, match", [
     (_sigmoid_model, ValueError, "sigmoid"),
+    (_relu_layer_model, ValueError, "must end in logits"),
     (_two_outputs, ValueError, "one output"),
     (_subclassed, ValueError, "functional or Sequential"),
     (lambda: "model", TypeError, "keras.Model"),
-], ids=["sigmoid", "two-outputs", "subclassed", "not-a-model"])
+], ids=["sigmoid", "relu-layer", "two-outputs", "subclassed", "not-a-model"])
 def test_logits_model_errors(build, exc, match):
     with pytest.raises(exc, match=match):
         dist.logits_model(build())
