@@ -288,3 +288,36 @@ def test_cluster_weights_with_initial_centroids_only(trained_mlp, digits, tmp_pa
     small.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(loaded(digits.x_test[:8]), small(digits.x_test[:8]), atol=1e-6)
+
+
+_STRATEGY_SCRIPT = """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, numpy as np
+import compressnet_lite as cnl
+d = cnl.data.load_digits()
+m = cnl.models.train(cnl.models.seed_mlp(), d, epochs=1)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    shared = cnl.clustering.cluster_weights(m, 4)
+    cnl.models.compile_model(shared)
+before = shared.get_layer("fc1").codebook.numpy().copy()
+shared.fit(d.x_train, d.y_train, epochs=1, batch_size=64, verbose=0)
+for name in ("fc1", "fc2", "out"):
+    assert len(np.unique(keras.ops.convert_to_numpy(shared.get_layer(name).kernel))) == 4
+assert not np.allclose(before, shared.get_layer("fc1").codebook.numpy())
+print("OK")
+"""
+
+
+def test_fine_tuning_inside_distribution_strategy():
+    """Two logical CPUs must be configured before TensorFlow starts: run in a fresh process."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", _STRATEGY_SCRIPT], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-2000:]
