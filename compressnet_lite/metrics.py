@@ -106,16 +106,26 @@ def flops(model: keras.Model, *, nonzero_only: bool = False) -> int:
 
     Returns:
         The number of multiply-adds (one MAC = one multiplication + one addition).
+
+    Raises:
+        ValueError: a subclassed model, whose layers have no known output shape.
     """
     check_model(model)
     total = 0
     for layer in _flat_layers(model):
         kernel = next((v for v in layer.weights if _name(v) in KERNEL_NAMES[:3]), None)
-        if kernel is None or not hasattr(layer, "output"):
+        if kernel is None:
             continue
+        try:
+            output = layer.output
+        except (AttributeError, ValueError):  # a layer of a subclassed model has no symbolic output
+            raise ValueError(
+                f"flops needs a functional or Sequential model to know each layer's output shape; "
+                f"layer {layer.name!r} of model {model.name!r} has none (subclassed model?). "
+                f"Rebuild it with keras.Input and the functional API.") from None
         kernel_np = np.asarray(keras.ops.convert_to_numpy(kernel))
         weights_used = np.count_nonzero(kernel_np) if nonzero_only else kernel_np.size
-        out_shape = tuple(layer.output.shape[1:])
+        out_shape = tuple(output.shape[1:])
         if isinstance(layer, keras.layers.DepthwiseConv2D):
             positions = int(np.prod(out_shape[:-1]))  # each weight used once per output position
         elif isinstance(layer, keras.layers.Conv2D):

@@ -129,3 +129,19 @@ def test_unbuilt_and_nan_models_are_rejected():
     m.set_weights(w)
     with pytest.raises(ValueError, match="NaN"):
         metrics.model_bytes(m)
+
+
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(3)
+
+    def call(self, x):
+        return self.dense(x)
+
+
+def test_flops_rejects_subclassed_models_instead_of_counting_zero():
+    m = _Subclassed()
+    m(np.zeros((1, 4), np.float32))
+    with pytest.raises(ValueError, match="functional or Sequential"):
+        metrics.flops(m)
