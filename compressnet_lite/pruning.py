@@ -36,7 +36,7 @@ from compressnet_lite._checks import (
 
 __all__ = [
     # array math
-    "score_mask", "magnitude_mask", "nm_mask", "polynomial_sparsity", "constant_sparsity",
+    "lowest", "score_mask", "magnitude_mask", "nm_mask", "polynomial_sparsity", "constant_sparsity",
     "l1_scores", "l2_scores", "mean_activation_scores", "apoz_scores",
     # schedules and criteria
     "ConstantSparsity", "PolynomialDecay", "magnitude", "gradient", "taylor",
@@ -51,22 +51,30 @@ __all__ = [
 # Array math
 # =======================================================================================
 
+def lowest(scores: np.ndarray, k: int) -> np.ndarray:
+    """Flat indices of the ``k`` lowest scores; ties go to the earlier position.
+
+    Linear time: ``np.partition`` finds the k-th smallest score, no full sort.
+    """
+    flat = np.asarray(scores).ravel()
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if k >= flat.size:
+        return np.arange(flat.size)
+    kth = np.partition(flat, k - 1)[k - 1]
+    below = np.flatnonzero(flat < kth)
+    ties = np.flatnonzero(flat == kth)[:k - below.size]
+    return np.concatenate([below, ties])
+
+
 def score_mask(scores: np.ndarray, sparsity: float) -> np.ndarray:
     """Mask (1 keep, 0 prune) that prunes exactly ``round(sparsity * size)`` lowest scores.
 
     Ties are broken by position (the earlier element is pruned first, as a stable sort
-    would), so the result is deterministic and the sparsity exact. Runs in linear time
-    (``np.partition`` finds the k-th smallest score; no full sort).
+    would), so the result is deterministic and the sparsity exact.
     """
-    flat = np.asarray(scores).ravel()
-    k = int(round(sparsity * flat.size))
-    mask = np.ones(flat.size, dtype=np.float32)
-    if k > 0:
-        kth = np.partition(flat, k - 1)[k - 1]       # the k-th smallest score
-        below = flat < kth
-        ties = np.flatnonzero(flat == kth)[:k - int(below.sum())]
-        mask[below] = 0.0
-        mask[ties] = 0.0
+    mask = np.ones(np.size(scores), dtype=np.float32)
+    mask[lowest(scores, int(round(sparsity * np.size(scores))))] = 0.0
     return mask.reshape(np.shape(scores))
 
 
@@ -513,24 +521,40 @@ def neuron_scores(model: keras.Model, layer: Any, criterion: Any = "l1", data: A
 def _compute_masks(model: keras.Model, layers: list, sparsity: float, scope: str,
                    criterion: Callable, data: Any,
                    current: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    scores = [np.array(s, dtype=np.result_type(np.asarray(s).dtype, np.float32))
-              for s in criterion(model, layers, data)]
+    """New masks at ``sparsity``; weights a masked layer has already pruned stay pruned."""
+    scores = [np.asarray(s) for s in criterion(model, layers, data)]
+    alive = []  # flat indices still unpruned, per layer
     for layer, s in zip(layers, scores):
         if s.shape != tuple(layer.kernel.shape):
             raise ValueError(f"criterion returned shape {s.shape} for layer {layer.name!r}, "
                              f"expected {tuple(layer.kernel.shape)}")
         if not np.all(np.isfinite(s)):
             raise ValueError(f"criterion returned NaN or infinite scores for layer {layer.name!r}")
-        if isinstance(layer, _Prunable):  # once pruned, stays pruned
+        if isinstance(layer, _Prunable):
             mask = current[layer.name] if current is not None else _np(layer.cnl_mask)
-            s[mask == 0] = -np.inf
+            alive.append(np.flatnonzero(mask))
+        else:
+            alive.append(np.arange(s.size))
+    out = {}
     if scope == "layer":
-        return {l.name: score_mask(s, sparsity) for l, s in zip(layers, scores)}
-    flat = score_mask(np.concatenate([s.ravel() for s in scores]), sparsity)
-    out, start = {}, 0
-    for layer, s in zip(layers, scores):
-        out[layer.name] = flat[start:start + s.size].reshape(s.shape)
-        start += s.size
+        for layer, s, idx in zip(layers, scores, alive):
+            extra = int(round(sparsity * s.size)) - (s.size - idx.size)
+            mask = np.zeros(s.size, dtype=np.float32)
+            mask[idx] = 1.0
+            mask[idx[lowest(s.ravel()[idx], extra)]] = 0.0
+            out[layer.name] = mask.reshape(s.shape)
+        return out
+    total = sum(s.size for s in scores)
+    extra = int(round(sparsity * total)) - (total - sum(idx.size for idx in alive))
+    pooled = np.concatenate([s.ravel()[idx] for s, idx in zip(scores, alive)])
+    pruned = np.zeros(pooled.size, dtype=bool)
+    pruned[lowest(pooled, extra)] = True
+    start = 0
+    for layer, s, idx in zip(layers, scores, alive):
+        mask = np.zeros(s.size, dtype=np.float32)
+        mask[idx[~pruned[start:start + idx.size]]] = 1.0
+        out[layer.name] = mask.reshape(s.shape)
+        start += idx.size
     return out
 
 
@@ -596,6 +620,20 @@ def strip(model: keras.Model) -> keras.Model:
     return new
 
 
+def _masks_assigner(layers: list) -> Callable:
+    """One compiled function that sets every layer's mask and zeroes its pruned weights
+    (a single graph call instead of several eager operations per layer)."""
+    import tensorflow as tf
+
+    @tf.function
+    def assign(new_masks):
+        for layer, mask in zip(layers, new_masks):
+            layer.cnl_mask.assign(mask)
+            layer._kernel.assign(layer._kernel * mask)
+
+    return lambda new_masks: assign([np.asarray(m, np.float32) for m in new_masks])
+
+
 class PruningCallback(keras.callbacks.Callback):
     """Gradual pruning during ``fit``: masks are recomputed on the schedule's steps.
 
@@ -640,14 +678,16 @@ class PruningCallback(keras.callbacks.Callback):
         optimizer = getattr(self.model, "optimizer", None)
         self.step = int(_np(optimizer.iterations)) if optimizer is not None and optimizer.built else 0
         self._masks = {l.name: _np(l.cnl_mask) for l in self._layers}
+        key = tuple(id(l) for l in self._layers)
+        if getattr(self, "_assign_key", None) != key:  # trace once, not on every fit call
+            self._assign, self._assign_key = _masks_assigner(self._layers), key
 
     def on_train_batch_begin(self, batch, logs=None):
         update, target = self.schedule(self.step)
         if update:
             new = _compute_masks(self.model, self._layers, float(target), self.scope,
                                  self.criterion, self.data, self._masks)
-            for layer in self._layers:
-                layer.apply_mask(new[layer.name])
+            self._assign([new[l.name] for l in self._layers])
             self._masks = new
             self.sparsity = float(target)
         self.step += 1
