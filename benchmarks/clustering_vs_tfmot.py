@@ -176,7 +176,8 @@ def main() -> None:
           f"accuracy {base:.3f}, float32 parameters {float32:,} bytes. Fine-tuning: Adam lr {LR}, "
           f"batch {BATCH}, {args.epochs} epochs. Keras {keras.__version__} vs tfmot {versions['tfmot']} "
           f"on tf_keras {versions['tf_keras']} (TF {versions['tensorflow']}); {platform.machine()}, "
-          f"{os.cpu_count()} CPUs. Wall time of each whole run: ours {ours_wall:.0f} s, tfmot {tfmot_wall:.0f} s.")
+          f"{os.cpu_count()} CPUs. Wall time of each whole run: ours {ours_wall:.0f} s, "
+          f"tfmot {tfmot_wall:.0f} s.")
     print()
     print("Ours: Lloyd iterations after the initialization (default); ours-0: `max_iter=0`, the initial "
           "centroids kept as tfmot does before fine-tuning.")

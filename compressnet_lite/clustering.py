@@ -364,8 +364,10 @@ def strip_clustering(model: keras.Model) -> keras.Model:
     new = _clone(model, {name: to_plain for name in clustered})
     for old_layer, new_layer in zip(model.layers, new.layers):
         if old_layer.name in clustered:
-            new_layer.set_weights([keras.ops.convert_to_numpy(old_layer.kernel)]
-                                  + ([keras.ops.convert_to_numpy(old_layer.bias)] if old_layer.use_bias else []))
+            weights = [keras.ops.convert_to_numpy(old_layer.kernel)]
+            if old_layer.use_bias:
+                weights.append(keras.ops.convert_to_numpy(old_layer.bias))
+            new_layer.set_weights(weights)
         else:
             new_layer.set_weights(old_layer.get_weights())
     return new

@@ -188,7 +188,8 @@ def cluster_plan(w_in: Any, b_in: Any, w_out: Any, ratio: float, *, seed: int = 
     fold[np.arange(units), np.argsort(cluster_of_keep)[labels]] = 1.0
     removed = np.setdiff1d(np.arange(units), keep)
     into = keep[np.argsort(cluster_of_keep)[labels[removed]]]
-    sal = np.mean(a ** 2, axis=1)[removed] * np.sum((vectors[removed] - centers[labels[removed]]) ** 2, axis=1)
+    mismatch = np.sum((vectors[removed] - centers[labels[removed]]) ** 2, axis=1)
+    sal = np.mean(a ** 2, axis=1)[removed] * mismatch
     cent = centers[cluster_of_keep]
     d = vectors.shape[1]
     return MergePlan(keep, fold, removed, into, np.ones(removed.size), sal,

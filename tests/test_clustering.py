@@ -274,10 +274,11 @@ def test_max_iter_zero_keeps_linear_initial_centroids():
     lloyd, _ = clustering.kmeans_codebook(w, 2, "linear")
     assert np.abs(lloyd).max() < 1.0  # Lloyd pulls the centroids towards the bulk
     # an initial centroid no weight is nearest to is dropped
-    centroids, labels = clustering.kmeans_codebook(np.array([0.0, 0.01, 0.02, 0.03, 1.0]), 5, "linear", max_iter=0)
+    w = np.array([0.0, 0.01, 0.02, 0.03, 1.0])
+    centroids, labels = clustering.kmeans_codebook(w, 5, "linear", max_iter=0)
     assert centroids.size == np.unique(labels).size == 2
     with pytest.raises(ValueError, match="max_iter"):
-        clustering.kmeans_codebook(w, 2, max_iter=-1)
+        clustering.kmeans_codebook(np.arange(5.0), 2, max_iter=-1)
 
 
 def test_cluster_weights_with_initial_centroids_only(trained_mlp, digits, tmp_path):
