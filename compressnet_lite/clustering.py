@@ -307,6 +307,12 @@ def cluster_weights(model: keras.Model, n_clusters: int, layers: Sequence[str] |
     _check_graph(model)
     if layers is None:
         chosen = [l for l in model.layers if type(l) in _CLUSTERED]
+        special = [l.name for l in model.layers
+                   if isinstance(l, tuple(_CLUSTERED)) and type(l) not in _CLUSTERED]
+        if special:
+            raise ValueError(f"layers {special} are special Dense/Conv2D layers (pruning masks, shared "
+                             "or quantized weights); make them plain first (pruning.strip, "
+                             "strip_clustering) or pass layers=[...] naming the plain layers to cluster")
         if not chosen:
             raise ValueError(f"model {model.name!r} has no Dense or Conv2D layer to cluster")
     else:

@@ -322,3 +322,14 @@ def test_fine_tuning_inside_distribution_strategy():
     done = subprocess.run([sys.executable, "-c", _STRATEGY_SCRIPT], capture_output=True, text=True,
                           env=env, timeout=300)
     assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-2000:]
+
+
+def test_special_dense_layers_are_not_skipped_silently(trained_mlp):
+    shared = clustering.cluster_weights(trained_mlp, 4, layers=["fc1"])
+    with pytest.raises(ValueError, match="special Dense/Conv2D"):
+        clustering.cluster_weights(shared, 4)
+    with pytest.raises(ValueError, match="only Dense and Conv2D"):
+        clustering.cluster_weights(shared, 4, layers=["fc1"])
+    twice = clustering.cluster_weights(shared, 4, layers=["fc2", "out"])  # the plain ones
+    assert all(isinstance(twice.get_layer(n), clustering.ClusteredDense) for n in ("fc1", "fc2", "out"))
+    assert _distinct(twice.get_layer("fc1")).size == 4
