@@ -294,7 +294,8 @@ def main() -> None:
         ok = a.mean() >= b.mean()
         met_acc &= bool(ok)
         print(f"| {level:.0%} (got {np.mean(mine['sparsity'][str(level)]):.1%} / "
-              f"{np.mean(theirs['sparsity'][str(level)]):.1%}) | {a.mean():.3f} ({a.min():.3f}-{a.max():.3f}) "
+              f"{np.mean(theirs['sparsity'][str(level)]):.1%}) | "
+              f"{a.mean():.3f} ({a.min():.3f}-{a.max():.3f}) "
               f"| {b.mean():.3f} ({b.min():.3f}-{b.max():.3f}) | {'yes' if ok else 'no'} |")
     print(f"\n| training step, batch {BATCH} | masks updated every | plain | pruning "
           "| ratio (min) | ratio (median) |")
@@ -319,7 +320,8 @@ def main() -> None:
               f"({'met' if ratios['compressnet_lite', f] <= 1.10 else 'MISSED'})" for f in TIME_FREQUENCIES)
           + "; latency gain / FLOP "
           f"reduction >= 0.8: {'met' if all(r['ratio'] >= 0.8 for r in rows) else 'MISSED'} "
-          f"({', '.join(format(r['ratio'], '.2f') for r in rows)}). Run time {time.perf_counter() - start:.0f} s.")
+          f"({', '.join(format(r['ratio'], '.2f') for r in rows)}). "
+          f"Run time {time.perf_counter() - start:.0f} s.")
 
 
 if __name__ == "__main__":

@@ -468,3 +468,40 @@ def test_sparse_storage_round_trip_and_size(tmp_path):
     assert report.keras_gzip < report.keras
     with pytest.raises(ValueError, match=".npz"):
         pruning.save_sparse(pruned, tmp_path / "w.bin")
+
+
+def test_prune_neurons_refuses_residual_graph():
+    inputs = keras.Input((12,))
+    h = keras.layers.Dense(12, name="fc1")(inputs)
+    x = keras.layers.Add(name="add")([inputs, h])
+    model = keras.Model(inputs, keras.layers.Dense(4, name="out")(x))
+    with pytest.raises(ValueError, match="'add'.*residual"):
+        pruning.prune_neurons(model, 0.5)
+    assert isinstance(pruning.prune(model, 0.5).get_layer("fc1"), pruning.PrunableDense)  # masks work
+
+
+_DISTRIBUTED = """
+import numpy as np, tensorflow as tf, keras
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from compressnet_lite import models, pruning
+x = np.random.default_rng(0).normal(size=(64, 12)).astype("float32")
+y = np.arange(64) % 4
+with tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]).scope():
+    m = pruning.prune(models.mlp(12, (16, 8), 4), 0.5)
+    m.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
+cb = pruning.PruningCallback(pruning.PolynomialDecay(0.5, 0.8, 0, 6, frequency=2))
+m.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[cb])
+for name, mask in pruning.masks(m).items():
+    assert abs(mask.mean() - 0.2) < 0.02, (name, mask.mean())
+    assert np.all(m.get_layer(name).get_weights()[0][mask == 0] == 0), name
+print("ok")
+"""
+
+
+def test_gradual_pruning_in_a_distribution_strategy():
+    """Two logical CPU devices must be configured before TF starts: run in a fresh process."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", _DISTRIBUTED], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
