@@ -37,8 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
+from _tfmot_env import ensure_tfmot_venv  # noqa: E402  (benchmarks/ is on sys.path)
+
 ROOT = Path(__file__).resolve().parent.parent
-TFMOT_VENV = ROOT / "benchmarks" / ".venv-tfmot"
 KS = (2, 4, 8, 16, 32)
 INITS = ("linear", "density", "kmeans++")
 BATCH = 32
@@ -97,16 +98,6 @@ def tfmot_worker(npz: str, out: str, epochs: int) -> None:
     results["versions"] = {"tensorflow": tf.__version__, "tf_keras": keras.__version__,
                            "tfmot": getattr(tfmot, "__version__", "?")}
     Path(out).write_text(json.dumps(results))
-
-
-def ensure_tfmot_venv() -> Path:
-    python = TFMOT_VENV / "bin" / "python"
-    if not python.exists():
-        print(f"creating {TFMOT_VENV} (tensorflow 2.21 + tf_keras + tensorflow-model-optimization)")
-        subprocess.run([sys.executable, "-m", "venv", str(TFMOT_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "tensorflow==2.21.*",
-                        "tf_keras==2.21.*", "tensorflow-model-optimization==0.8.*"], check=True)
-    return python
 
 
 # ------------------------------------------------------------------------------ our side
