@@ -39,7 +39,8 @@ def setup(seed: int = SEED) -> None:
     try:
         import matplotlib
 
-        matplotlib.use("Agg") if "ipykernel" not in _running_kernel() else None
+        if "ipykernel" not in _running_kernel():
+            matplotlib.use("Agg")  # no display outside Jupyter: draw to files
         import matplotlib.pyplot as plt
 
         plt.rcParams.update({"figure.figsize": (6.4, 3.6), "figure.dpi": 100,
