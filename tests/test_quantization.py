@@ -367,15 +367,11 @@ def test_tflite_errors(mlp):
 
 
 _STRATEGY_SCRIPT = """
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import numpy as np
 import compressnet_lite as cnl
 from compressnet_lite import quantization as Q
 d = cnl.data.load_digits()
 m = cnl.models.train(cnl.models.seed_mlp(), d, epochs=1)
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 with strategy.scope():
     qat = Q.quantize_aware(m, bits=4, activation_bits=8)
     cnl.models.compile_model(qat)
@@ -388,13 +384,5 @@ print("OK")
 """
 
 
-def test_qat_and_convert_inside_distribution_strategy():
-    """Two logical CPUs must be configured before TensorFlow starts: run in a fresh process."""
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run([sys.executable, "-c", _STRATEGY_SCRIPT], capture_output=True, text=True,
-                          env=env, timeout=300)
-    assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-2000:]
+def test_qat_and_convert_inside_distribution_strategy(run_on_two_cpus):
+    run_on_two_cpus(_STRATEGY_SCRIPT)
