@@ -142,7 +142,7 @@ for name, model in built.items():
     print(f"{name:28s} batch 1: {timings[name][1]}")
 
 # %% [markdown]
-# For the small models one forward pass costs tens of microseconds to a millisecond, most of
+# For the small models one forward pass costs a few tenths of a millisecond to about one, most of
 # it fixed overhead of calling into TensorFlow; MobileNetV2 with 300 million MACs per image
 # costs tens of milliseconds per image on this CPU. The plot shows MACs against measured
 # latency: at batch 1 the small models sit on a floor set by overhead, not by arithmetic.
