@@ -27,7 +27,7 @@ import keras
 import numpy as np
 
 from compressnet_lite import metrics, models, storage
-from compressnet_lite._checks import check_choice, check_model, check_positive_int
+from compressnet_lite._checks import check_choice, check_fraction, check_model, check_positive_int
 from compressnet_lite.data import Dataset
 
 __all__ = ["STEPS", "compress", "deep_compression", "measure", "Report", "KeepZeros",
@@ -56,10 +56,17 @@ def paper_sparsity(kind: str, position: int, count: int) -> float:
         position: index of the layer among the layers of its kind (0 = first).
         count: number of layers of that kind.
 
+    Raises:
+        ValueError / TypeError: ``kind`` not ``"conv"``/``"fc"``, ``count < 1``, ``position``
+            outside ``0 .. count - 1``.
+
     Example:
         >>> [paper_sparsity("fc", i, 3) for i in range(3)]
         [0.92, 0.91, 0.74]
     """
+    check_choice(kind, "kind", ("conv", "fc"))
+    count = check_positive_int(count, "count")
+    position = check_positive_int(position, "position", minimum=0, maximum=count - 1)
     if kind == "conv":
         return 0.34 if position == 0 else 0.88
     if position == count - 1:
@@ -330,9 +337,12 @@ def compress(model: keras.Model, data: Dataset, steps: Sequence[Any], *, fine_tu
     check_positive_int(batch_size, "batch_size")
     if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
         raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) \
+            or not (np.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
     say = progress or (lambda line: None)
-    original = _copy(model)
-    current = _copy(storage.plain_model(model))  # transform layers (masks, wrappers) -> plain Keras
+    original = models.clone(model)
+    current = models.clone(storage.plain_model(model))  # transform layers (masks, wrappers) -> plain Keras
     report = Report()
     say(f"[0/{len(parsed)}] measuring the input model")
     report.rows.append(measure(current, data, stage="input", latency=latency))
@@ -350,12 +360,6 @@ def _short(arg: Any) -> str:
         values = sorted({str(v) for v in arg.values()})
         return "/".join(values) if len(values) <= 3 else "per layer"
     return str(arg)
-
-
-def _copy(model: keras.Model) -> keras.Model:
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    return copy
 
 
 def deep_compression(model: keras.Model, data: Dataset, *, sparsity: dict[str, float] | None = None,
@@ -403,7 +407,8 @@ def deep_compression(model: keras.Model, data: Dataset, *, sparsity: dict[str, f
     if sparsity is None:
         sparsity = {l.name: paper_sparsity("conv", i, len(convs)) for i, l in enumerate(convs)}
         sparsity.update({l.name: paper_sparsity("fc", i, len(fcs)) for i, l in enumerate(fcs)})
-    _per_layer(sparsity, model, "sparsity")
+    sparsity = {n: check_fraction(s, f"sparsity[{n!r}]")
+                for n, s in _per_layer(sparsity, model, "sparsity").items()}
     rounds = []
     for r in range(1, prune_rounds + 1):  # kept fraction shrinks geometrically: 1 -> (1 - s)
         rounds.append(("prune", {n: float(1 - (1 - s) ** (r / prune_rounds)) for n, s in sparsity.items()}))

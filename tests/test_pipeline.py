@@ -93,6 +93,18 @@ def test_paper_sparsity():
     assert pipeline.paper_sparsity("conv", 0, 2) == 0.34
 
 
+@pytest.mark.parametrize("args, error, match", [
+    (("Conv", 0, 2), ValueError, "kind must be one of"),
+    (("fc", 3, 3), ValueError, "position must be in 0..2"),
+    (("fc", -1, 3), ValueError, "position"),
+    (("fc", 0, 0), ValueError, "count must be >= 1"),
+    (("fc", 0.5, 3), TypeError, "position must be an integer"),
+], ids=["kind-case", "position-past-end", "position-negative", "count-zero", "position-float"])
+def test_paper_sparsity_rejects_bad_arguments(args, error, match):
+    with pytest.raises(error, match=match):
+        pipeline.paper_sparsity(*args)
+
+
 def test_keep_zeros_callback(trained_mlp, digits):
     w = trained_mlp.get_weights()
     w[0][:, :10] = 0
@@ -126,9 +138,23 @@ def test_bad_arguments(trained_mlp, digits):
         pipeline.compress("model", digits, [])
     with pytest.raises(ValueError, match="fc_bits"):
         pipeline.deep_compression(trained_mlp, digits, fc_bits=0)
+    for lr in (-1e-3, 0.0, float("nan")):
+        with pytest.raises(ValueError, match="learning_rate must be"):
+            pipeline.compress(trained_mlp, digits, [], learning_rate=lr)
+    with pytest.raises(ValueError, match=r"sparsity\['fc1'\] must be in \[0, 1\)"):
+        pipeline.deep_compression(trained_mlp, digits, sparsity={"fc1": 1.5})
+    with pytest.raises(TypeError, match=r"sparsity\['fc1'\] must be a number"):
+        pipeline.deep_compression(trained_mlp, digits, sparsity={"fc1": "0.9"})
     inputs = keras.Input((3,))
     with pytest.raises(ValueError, match="no Dense or Conv2D"):
         pipeline.deep_compression(keras.Model(inputs, keras.layers.ReLU()(inputs)), digits)
+
+
+def test_result_is_uncompiled_even_when_the_input_was_compiled(trained_mlp, digits):
+    assert trained_mlp.optimizer is not None
+    small, _ = pipeline.compress(trained_mlp, digits, [], fine_tune_epochs=0)
+    assert small is not trained_mlp
+    assert getattr(small, "optimizer", None) is None  # no optimizer state is saved with it
 
 
 @needs
