@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from compressnet_lite._checks import check_positive_int
+
 __all__ = [
     "huffman_code_lengths", "canonical_codes", "huffman_encode", "huffman_decode",
     "entropy_bits", "pack_bits", "unpack_bits",
@@ -183,8 +185,11 @@ def huffman_decode(payload: bytes, lengths: Any, count: int) -> np.ndarray:
         An int64 array of ``count`` symbols.
 
     Raises:
-        ValueError: the stream ends early or holds a bit pattern that is no code.
+        TypeError: ``count`` is not an integer.
+        ValueError: ``count`` is negative, or the stream ends early or holds a bit pattern
+            that is no code.
     """
+    count = check_positive_int(count, "count", minimum=0)
     lengths = np.asarray(lengths, dtype=np.int64)
     if count == 0:
         return np.zeros(0, dtype=np.int64)

@@ -76,6 +76,14 @@ def test_huffman_errors():
     payload, lengths = huffman.huffman_encode([0, 1, 1, 2])
     with pytest.raises(ValueError, match="ended"):
         huffman.huffman_decode(payload, lengths, 50)
+    with pytest.raises(ValueError, match="count must be >= 0"):
+        huffman.huffman_decode(payload, lengths, -1)
+    with pytest.raises(TypeError, match="count must be an integer"):
+        huffman.huffman_decode(payload, lengths, 2.5)
+    with pytest.raises(ValueError, match="no symbol has a code"):
+        huffman.huffman_decode(payload, [0, 0], 1)
+    with pytest.raises(ValueError, match="invalid Huffman code at bit 0"):
+        huffman.huffman_decode(b"\xff", [2, 2], 1)  # codes 00, 01: a leading 1 is no code
 
 
 def test_entropy_bits():
