@@ -17,6 +17,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -39,6 +40,16 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}") from None
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0.0):  # inf would turn every weight into NaN
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {value}")
     return value
 
 
@@ -86,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="digits", help=_DATA_HELP)
     p.add_argument("--fine-tune-epochs", type=_int_range(0, 1000), default=2, metavar="N",
                    help="epochs of fine-tuning after each step (default 2; 0 = none)")
-    p.add_argument("--weight-decay", type=float, default=0.0, metavar="WD",
+    p.add_argument("--weight-decay", type=_non_negative, default=0.0, metavar="WD",
                    help="AdamW weight decay while fine-tuning after pruning (default 0)")
     p.add_argument("--no-huffman", action="store_true", help="store integer streams at fixed width")
     p.add_argument("-o", "--output", required=True, metavar="OUT.cnl", help="the compressed file to write")
@@ -228,8 +239,6 @@ def _compress(args, say) -> int:
                          "second would undo the first")
     if args.prune is None and args.cluster is None and args.quantize is None:
         say("no --prune/--cluster/--quantize given: storing the model as it is")
-    if args.weight_decay < 0:
-        raise UsageError(f"--weight-decay must be >= 0, got {args.weight_decay}")
     steps = []
     if args.prune is not None:
         steps.append(("prune", args.prune))

@@ -335,8 +335,9 @@ def compress(model: keras.Model, data: Dataset, steps: Sequence[Any], *, fine_tu
     parsed = _parse_steps(steps)
     check_positive_int(fine_tune_epochs, "fine_tune_epochs", minimum=0)
     check_positive_int(batch_size, "batch_size")
-    if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
-        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) \
+            or not (np.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
     if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) \
             or not (np.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")

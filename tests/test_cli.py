@@ -53,6 +53,19 @@ def test_help_and_usage_errors_exit_0_and_2():
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
 
 
+@pytest.mark.parametrize("value, message", [
+    ("-1", "must be a finite number >= 0, got -1.0"),
+    ("inf", "must be a finite number >= 0, got inf"),
+    ("nan", "must be a finite number >= 0, got nan"),
+    ("lots", "must be a number >= 0, got 'lots'"),
+], ids=["negative", "inf", "nan", "text"])
+def test_bad_weight_decay_is_a_usage_error(tmp_path, capsys, value, message):
+    argv = ["-q", "compress", str(tmp_path / "m.keras"), "--weight-decay", value,
+            "-o", str(tmp_path / "o.cnl")]
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_bad_files_fail_cleanly_with_exit_1(tmp_path, demo_dir):
     damaged = tmp_path / "damaged.cnl"
     data = bytearray((demo_dir / "demo.cnl").read_bytes())

@@ -132,8 +132,9 @@ def test_bad_arguments(trained_mlp, digits):
         pipeline.compress(trained_mlp, (digits.x_train, digits.y_train), [])
     with pytest.raises(ValueError, match="fine_tune_epochs"):
         pipeline.compress(trained_mlp, digits, [], fine_tune_epochs=-1)
-    with pytest.raises(ValueError, match="weight_decay"):
-        pipeline.compress(trained_mlp, digits, [], weight_decay=-1)
+    for wd in (-1, float("inf"), float("nan"), True):
+        with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0"):
+            pipeline.compress(trained_mlp, digits, [], weight_decay=wd)
     with pytest.raises(TypeError, match="keras.Model"):
         pipeline.compress("model", digits, [])
     with pytest.raises(ValueError, match="fc_bits"):
