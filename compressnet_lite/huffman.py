@@ -41,8 +41,9 @@ def huffman_code_lengths(counts: Any) -> np.ndarray:
     """Length in bits of each symbol's Huffman code, from the symbols' counts.
 
     Repeatedly merges the two least frequent subtrees (a min-heap); a symbol's code length
-    is its depth in the final tree. Symbols with count 0 get length 0 (no code). A lone
-    symbol gets length 1 so that it still costs one bit per occurrence.
+    is its depth in the final tree. Symbols with count 0 get length 0 (no code), so all-zero
+    counts give no codes. A lone symbol gets length 1 so that it still costs one bit per
+    occurrence.
 
     Args:
         counts: non-negative integer counts, one per symbol ``0 .. len(counts) - 1``.
@@ -65,7 +66,7 @@ def huffman_code_lengths(counts: Any) -> np.ndarray:
         raise ValueError("counts must hold non-negative integers")
     lengths = np.zeros(counts.size, dtype=np.int64)
     used = np.flatnonzero(counts)
-    if used.size == 1:
+    if used.size <= 1:
         lengths[used] = 1
         return lengths
     # Heap items: (count, node id). Leaves are nodes 0..k-1, each merge creates the next

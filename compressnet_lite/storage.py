@@ -65,7 +65,7 @@ from typing import Any
 
 import numpy as np
 
-from compressnet_lite._checks import check_model
+from compressnet_lite._checks import check_array, check_model, check_positive_int
 from compressnet_lite.huffman import (
     huffman_code_lengths, huffman_decode, huffman_encode, pack_bits, unpack_bits,
 )
@@ -107,12 +107,15 @@ def relative_index_encode(positions: Any, bits: int) -> np.ndarray:
     Returns:
         The entry stream (int64), one entry per non-zero plus the fillers.
 
+    Raises:
+        ValueError / TypeError: ``positions`` not 1-D non-negative integers in increasing
+            order, ``bits`` outside 1..62.
+
     Example:
         >>> relative_index_encode([1, 4, 20], bits=3).tolist()   # gaps 1, 2, 15 = 7+7+1
         [1, 2, 7, 7, 1]
     """
-    positions = np.asarray(positions, dtype=np.int64)
-    top = (1 << bits) - 1
+    positions, top = _check_positions(positions), (1 << check_positive_int(bits, "bits", maximum=62)) - 1
     gaps = np.diff(positions, prepend=-1) - 1
     if top == 1:  # 1 bit: symbol 1 = filler (skip 1), symbol 0 = "next position"
         fillers, rest = gaps, np.zeros_like(gaps)
@@ -124,12 +127,30 @@ def relative_index_encode(positions: Any, bits: int) -> np.ndarray:
 
 
 def relative_index_decode(entries: Any, bits: int) -> np.ndarray:
-    """Inverse of :func:`relative_index_encode`: the flat positions of the non-zeros."""
-    entries = np.asarray(entries, dtype=np.int64)
-    top = (1 << bits) - 1
+    """Inverse of :func:`relative_index_encode`: the flat positions of the non-zeros.
+
+    Raises:
+        ValueError / TypeError: ``bits`` outside 1..62, ``entries`` not 1-D integers in
+            ``0 .. 2**bits - 1``.
+    """
+    top = (1 << check_positive_int(bits, "bits", maximum=62)) - 1
+    entries = check_array(entries, "entries", ndim=1, allow_empty=True)
+    if entries.size and not (np.issubdtype(entries.dtype, np.integer)
+                             and entries.min() >= 0 and entries.max() <= top):
+        raise ValueError(f"entries must be integers in 0..{top} for bits={bits}")
+    entries = entries.astype(np.int64)
     is_filler = entries == top
     step = np.where(is_filler, top, entries + 1)
     return (np.cumsum(step) - 1)[~is_filler]
+
+
+def _check_positions(positions: Any) -> np.ndarray:
+    positions = check_array(positions, "positions", ndim=1, allow_empty=True)
+    if positions.size and (not np.issubdtype(positions.dtype, np.integer) or positions.min() < 0):
+        raise ValueError("positions must be non-negative integers (flat indices)")
+    if np.any(np.diff(positions) <= 0):
+        raise ValueError("positions must be in increasing order, without repeats")
+    return positions.astype(np.int64)
 
 
 def _table_bytes(lengths: np.ndarray) -> bytes:

@@ -86,6 +86,10 @@ def test_huffman_errors():
         huffman.huffman_decode(b"\xff", [2, 2], 1)  # codes 00, 01: a leading 1 is no code
 
 
+def test_huffman_code_lengths_of_all_zero_counts_are_no_codes():
+    assert huffman.huffman_code_lengths([0, 0, 0]).tolist() == [0, 0, 0]
+
+
 def test_entropy_bits():
     assert huffman.entropy_bits([]) == 0.0
     assert huffman.entropy_bits([3, 3, 3]) == 0.0
@@ -101,6 +105,36 @@ def test_relative_index_round_trip_with_fillers():
         assert entries.max() <= (1 << bits) - 1
         np.testing.assert_array_equal(storage.relative_index_decode(entries, bits), positions)
     assert storage.relative_index_encode([1, 4, 20], 3).tolist() == [1, 2, 7, 7, 1]
+
+
+@pytest.mark.parametrize("positions, bits, error, match", [
+    ([5, 2], 3, ValueError, "increasing order"),
+    ([2, 2], 3, ValueError, "increasing order"),
+    ([-1, 2], 3, ValueError, "non-negative integers"),
+    ([0.5, 2.0], 3, ValueError, "non-negative integers"),
+    ([[1, 2]], 3, ValueError, "positions must have 1 dimensions"),
+    ([1, 2], 0, ValueError, "bits must be in 1..62"),
+    ([1, 2], 2.0, TypeError, "bits must be an integer"),
+], ids=["unsorted", "repeated", "negative", "float", "2-D", "zero-bits", "float-bits"])
+def test_relative_index_encode_rejects_bad_input(positions, bits, error, match):
+    with pytest.raises(error, match=match):
+        storage.relative_index_encode(positions, bits)
+
+
+@pytest.mark.parametrize("entries, bits, error, match", [
+    ([-1], 3, ValueError, "integers in 0..7"),
+    ([8], 3, ValueError, "integers in 0..7"),
+    ([1.0], 3, ValueError, "integers in 0..7"),
+    ([1], 0, ValueError, "bits must be in 1..62"),
+], ids=["negative", "too-wide", "float", "zero-bits"])
+def test_relative_index_decode_rejects_bad_input(entries, bits, error, match):
+    with pytest.raises(error, match=match):
+        storage.relative_index_decode(entries, bits)
+
+
+def test_relative_index_of_no_positions_is_empty():
+    assert storage.relative_index_encode([], 4).size == 0
+    assert storage.relative_index_decode(np.zeros(0, np.int64), 4).size == 0
 
 
 def _arrays():
