@@ -197,7 +197,9 @@ class _Schedule:
 
     def __init__(self, begin: int, end: int, frequency: int) -> None:
         self.begin = check_positive_int(begin, "begin", minimum=0)
-        self.end = int(end)
+        self.end = check_positive_int(end, "end", minimum=-1)
+        if 0 <= self.end < self.begin:  # the masks would never be updated
+            raise ValueError(f"end must be -1 (no end) or >= begin={self.begin}, got {self.end}")
         self.frequency = check_positive_int(frequency, "frequency")
 
     def _in_range(self, step: int) -> bool:

@@ -137,6 +137,10 @@ def test_schedule_serialization_round_trip(schedule):
     pytest.param(lambda: pruning.PolynomialDecay(0.0, 0.5, 10, 10), "end must be after begin", id="end"),
     pytest.param(lambda: pruning.PolynomialDecay(0.0, 0.5, 0, 10, power=0), "power", id="power"),
     pytest.param(lambda: pruning.ConstantSparsity(0.5, frequency=0), "frequency", id="frequency"),
+    pytest.param(lambda: pruning.ConstantSparsity(0.5, begin=10, end=5),
+                 "end must be -1 .no end. or >= begin=10", id="constant-end-before-begin"),
+    pytest.param(lambda: pruning.ConstantSparsity(0.5, end=-2), "end must be >= -1",
+                 id="end-below-minus-one"),
     pytest.param(lambda: pruning.polynomial_sparsity(0, 0, 0.5, 5, 5), "end must be after", id="fn-end"),
 ])
 def test_schedule_errors(make, match):
