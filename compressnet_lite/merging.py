@@ -154,13 +154,14 @@ def cluster_plan(w_in: Any, b_in: Any, w_out: Any, ratio: float, *, seed: int = 
         A :class:`MergePlan` whose ``w_in``/``b_in`` are the centroids.
 
     Raises:
-        ValueError: as for :func:`merge_plan`.
+        ValueError: as for :func:`merge_plan`; ``seed`` negative, ``max_iter < 1``.
+        TypeError: ``seed`` or ``max_iter`` not an integer.
     """
     vectors, a = _check_arrays(w_in, b_in, w_out)
     units = vectors.shape[0]
     k = units - _how_many(ratio, None, units)
     check_positive_int(max_iter, "max_iter")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_positive_int(seed, "seed", minimum=0))
     centers = [vectors[rng.integers(units)]]
     d2 = np.sum((vectors - centers[0]) ** 2, axis=1)
     for _ in range(1, k):

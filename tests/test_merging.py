@@ -116,6 +116,17 @@ def test_merge_plan_argument_errors(kwargs, error, match):
         merging.merge_plan(np.ones((3, 4)), np.zeros(4), np.ones((4, 2)), **kwargs)
 
 
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(seed=-1), ValueError, "seed must be >= 0"),
+    (dict(seed="a"), TypeError, "seed must be an integer"),
+    (dict(max_iter=0), ValueError, "max_iter must be >= 1"),
+    (dict(ratio=1.0), ValueError, "ratio"),
+], ids=["seed<0", "seed-str", "max_iter=0", "ratio=1"])
+def test_cluster_plan_argument_errors(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        merging.cluster_plan(np.ones((3, 4)), np.zeros(4), np.ones((4, 2)), **{"ratio": 0.5, **kwargs})
+
+
 @pytest.mark.parametrize("w_in, b_in, w_out, match", [
     (np.ones((3, 4)), np.zeros(3), np.ones((4, 2)), "b_in"),
     (np.ones((3, 4)), np.zeros(4), np.ones((5, 2)), "w_out"),
