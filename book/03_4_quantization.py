@@ -427,8 +427,8 @@ for name, (model, data) in models.items():
 # int8 variable with one scale per output unit, and the layer computes with the integer
 # kernel. On the same MLP it stores exactly our per-channel int8 codes. It does not
 # quantize convolutions (a model with Conv2D keeps them in float, with a warning per
-# layer), has no bit widths other than int8/int4 (plus GPTQ/AWQ modes for large language
-# models), and changes the model it is called on, so we call it on a copy:
+# layer), has no integer widths other than int8/int4 (besides a float8 mode and GPTQ/AWQ
+# modes for large language models), and changes the model it is called on, so we call it on a copy:
 
 # %%
 keras_q = keras.models.clone_model(mlp)
