@@ -471,7 +471,7 @@ print(f"W: 8-bit PTQ {d_l['bytes'] / get(L, 'PTQ', '8 bit')['bytes']:.1f}x fewer
 # | S-1 | it may lose information | **holds, at strong settings** | 95% unstructured or 80% structured pruning with a few epochs of fine-tuning cost accuracy; mild settings recover fully |
 # | S-2 | it needs more training | **holds** | every structure method needs fine-tuning epochs (distillation a full training of the student); PTQ needs none |
 # | W+1 | weight optimisation reduces parameters and storage | **half right** | storage falls (8 bit: 3.7x, 4 bit or 16 shared values: about 7x, on LeNet-300-100), the number of parameters does not change at all |
-# | W+2 | it makes the model faster | **only with integer kernels** | int8 weights inside a float Keras model compute in float32 (same MACs, same latency); TFLite int8 kernels were faster than TFLite float32 |
+# | W+2 | it makes the model faster | **only with integer kernels** | int8 weights inside a float Keras model compute in float32 with the dequantized kernels (same MACs and the same float work, so any latency difference in the table above is run-to-run noise); TFLite int8 kernels were faster than TFLite float32 |
 # | W-1 | it may reduce accuracy | **holds below 8 bits** | 8-bit PTQ stayed within 0.5 pt of the float model on both MLPs, 4-bit within 0.5 pt; 2-bit PTQ lost 14 (LeNet-300-100) to 30 (article's MLP) points; 2-bit QAT recovered the float accuracy in 3 epochs |
 # | W-2 | it may cause vanishing/exploding gradients | **does not apply as stated** | PTQ computes no gradients. In QAT the straight-through estimator passes gradients unchanged at 8 bits (norms equal to the float model's); at 2 and 1 bits they start 10-40 times *larger*, because the rounded network starts with a much higher loss, not because of an instability: the 2-bit run's training loss ended at about half its first-epoch value and its accuracy recovered. The real low-bit difficulty is gradient *mismatch* (the STE's gradient is not the gradient of the rounded network) {cite}`bengio2013estimating`, which limits accuracy at 1-2 bits on harder tasks |
 #
@@ -483,7 +483,8 @@ print(f"W: 8-bit PTQ {d_l['bytes'] / get(L, 'PTQ', '8 bit')['bytes']:.1f}x fewer
 # the numbers support:
 #
 # 1. **Smaller files, any hardware, no training budget**: 8-bit post-training quantization.
-#    About 4x fewer bytes, no measurable accuracy change, seconds of work.
+#    About 3.7x fewer bytes on LeNet-300-100 (3x on the small MLP, whose file is a larger
+#    share of fixed overhead), no measurable accuracy change, seconds of work.
 # 2. **Smallest files, a little training, same architecture**: prune (gradually, masks kept)
 #    *and* share or quantize the remaining weights, then let the storage format encode the zeros
 #    and codes (Deep Compression {cite}`han2016deep`). Pruning plus 16 shared values was on the
@@ -530,7 +531,7 @@ print(f"W: 8-bit PTQ {d_l['bytes'] / get(L, 'PTQ', '8 bit')['bytes']:.1f}x fewer
 # Change `batch = images.x_test[:256]` to `images.x_test[:16]`. With 16 images the arithmetic
 # is 16 times smaller while the fixed cost of each call (graph dispatch, memory allocation)
 # stays, so all variants move closer together and the measured speed-up shrinks. The MACs do
-# not change: per example the structured model still does about a tenth of the work.
+# not change: per example the structured model still does less than a tenth of the work (7%).
 # :::
 #
 # :::{admonition} Solution 3
