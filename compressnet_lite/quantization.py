@@ -788,7 +788,8 @@ def to_tflite(model: keras.Model, representative_data: Any = None, int8: bool = 
         The ``.tflite`` flatbuffer as bytes.
 
     Raises:
-        ValueError: ``int8`` without ``representative_data``, or empty/NaN data.
+        ValueError: ``int8`` without ``representative_data``, or empty/NaN data, or data whose
+            example shape is not the model's input shape.
     """
     import tensorflow as tf
 
@@ -797,7 +798,12 @@ def to_tflite(model: keras.Model, representative_data: Any = None, int8: bool = 
         raise ValueError("representative_data is required for int8=True: full-integer quantization "
                          "calibrates activation ranges on example inputs (pass e.g. x_train[:256])")
     if representative_data is not None:
-        check_array(representative_data, "representative_data")
+        x = check_array(representative_data, "representative_data")
+        want = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
+        if want is not None and (x.ndim != len(want) + 1 or
+                                 any(w is not None and w != h for w, h in zip(want, x.shape[1:]))):
+            raise ValueError(f"representative_data must have shape (n, {', '.join(map(str, want))}) "
+                             f"to fit the model's input, got {x.shape}")
     with _quiet():  # from_keras_model exports a SavedModel and prints its signature
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if int8:
@@ -861,11 +867,18 @@ class TFLiteRunner:
                 Interpreter = tf.lite.Interpreter
                 self.backend = "tf.lite"
             self._interp = Interpreter(model_content=bytes(tflite_bytes), num_threads=num_threads)
+        inp = self._interp.get_input_details()[0]
+        self._example = tuple(int(d) for d in inp.get("shape_signature", inp["shape"])[1:])  # -1: any
         self._batch = None
         self._first = True
 
     def __call__(self, x: Any) -> np.ndarray:
         x = check_array(x, "x")
+        fits = x.ndim == len(self._example) + 1 and all(w in (-1, h)
+                                                        for w, h in zip(self._example, x.shape[1:]))
+        if not fits:
+            want = ", ".join("?" if w == -1 else str(w) for w in self._example)
+            raise ValueError(f"x must have shape (n, {want}) to fit the model's input, got {x.shape}")
         it = self._interp
         inp = it.get_input_details()[0]
         if self._batch != len(x):

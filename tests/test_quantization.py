@@ -364,6 +364,15 @@ def test_tflite_errors(mlp):
         Q.to_tflite(mlp, np.zeros((0, 64), np.float32))
     with pytest.raises(TypeError, match="tflite_bytes"):
         Q.tflite_predict("model.tflite", np.zeros((1, 64)))
+    with pytest.raises(ValueError, match=r"representative_data must have shape \(n, 64\)"):
+        Q.to_tflite(mlp, np.zeros((4, 7), np.float32))
+    with pytest.raises(ValueError, match=r"representative_data must have shape \(n, 64\)"):
+        Q.to_tflite(mlp, np.zeros(64, np.float32))
+    runner = Q.TFLiteRunner(Q.to_tflite(mlp, int8=False))
+    for x in (np.zeros((2, 7), np.float32), np.zeros(64, np.float32), np.zeros((2, 8, 8), np.float32)):
+        with pytest.raises(ValueError, match=r"x must have shape \(n, 64\)"):
+            runner(x)
+    assert runner(np.zeros((3, 64), np.float32)).shape == (3, 10)  # still usable after the refusals
 
 
 _STRATEGY_SCRIPT = """
