@@ -151,10 +151,10 @@ def _run_step(model, name: str, arg: Any, original, data: Dataset, epochs: int, 
             model = pruning.strip(pruning.prune(model, sparsity, layers=[layer]))
         return _fine_tune(model, data, epochs, lr, wd, batch_size)
     if name == "prune_neurons":
-        model = _module("pruning").prune_neurons(model, float(arg))
+        model = _module("pruning").prune_neurons(model, _number(arg, name))
         return _fine_tune(model, data, epochs, lr, wd, batch_size)
     if name == "merge":
-        model = _module("merging").merge_neurons(model, ratio=float(arg))
+        model = _module("merging").merge_neurons(model, ratio=_number(arg, name))
         return _fine_tune(model, data, epochs, lr, wd, batch_size)
     if name == "factorize":
         if not isinstance(arg, dict) or "layer" not in arg:
@@ -163,7 +163,7 @@ def _run_step(model, name: str, arg: Any, original, data: Dataset, epochs: int, 
         model = _module("lowrank").factorize(model, **arg)
         return _fine_tune(model, data, epochs, lr, wd, batch_size)
     if name == "distill":
-        opts = arg if isinstance(arg, dict) else {"temperature": float(arg)}
+        opts = arg if isinstance(arg, dict) else {"temperature": _number(arg, name)}
         distiller = _module("distillation").Distiller(model, original, **opts)
         distiller.compile(optimizer=_optimizer(lr, wd))
         keras.utils.set_random_seed(0)
@@ -187,6 +187,12 @@ def _run_step(model, name: str, arg: Any, original, data: Dataset, epochs: int, 
             model = _fine_tune(model, data, epochs, lr, 0.0, batch_size)
         return quantization.quantize_model(model, bits)
     raise ValueError(f"unknown step {name!r}; steps are {', '.join(STEPS)}")
+
+
+def _number(arg: Any, step: str) -> float:
+    if isinstance(arg, bool) or not isinstance(arg, (int, float, np.integer, np.floating)):
+        raise TypeError(f"the {step} step needs a number, got {arg!r}")
+    return float(arg)
 
 
 def _parse_steps(steps: Any) -> list[tuple[str, Any]]:

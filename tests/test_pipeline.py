@@ -121,7 +121,11 @@ def test_keep_zeros_callback(trained_mlp, digits):
     ([("prune", {"nope": 0.5})], ValueError, "no layer named 'nope'"),
     ([("prune", 0.5, 1)], TypeError, "pair"),
     ([("factorize", 3)], ValueError, "factorize step needs a dict"),
-], ids=["not-a-list", "unknown-step", "after-cluster", "unknown-layer", "triple", "factorize-arg"])
+    ([("prune_neurons", "half")], TypeError, "prune_neurons step needs a number, got 'half'"),
+    ([("merge", None)], TypeError, "merge step needs a number, got None"),
+    ([("distill", "hot")], TypeError, "distill step needs a number, got 'hot'"),
+], ids=["not-a-list", "unknown-step", "after-cluster", "unknown-layer", "triple", "factorize-arg",
+        "prune_neurons-str", "merge-none", "distill-str"])
 def test_bad_steps(trained_mlp, digits, steps, error, match):
     with pytest.raises(error, match=match):
         pipeline.compress(trained_mlp, digits, steps, fine_tune_epochs=0)
