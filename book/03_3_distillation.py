@@ -409,9 +409,8 @@ assert mse.mean() > alone.mean() + 0.005
 # learning from the teacher alone ($\alpha = 0$) works as well as any mix here, because on
 # the training images the teacher's soft targets already point to the right labels. Hinton
 # et al. recommend a small label weight; on this problem the choice between 0 and 0.1
-# matters about as much as the seed. (A run with $\alpha = 0.5$ while writing this chapter
-# gave the same mean as $\alpha = 0.1$; it is left out to keep the chapter fast.) Logit matching (Ba and Caruana) helps too, slightly less than
-# soft targets at $T = 4$ (within the spread).
+# matters about as much as the seed. Logit matching (Ba and Caruana) helps too, slightly less
+# than soft targets at $T = 4$ (within the spread).
 #
 # ### The Keras default, trained
 #
@@ -499,8 +498,8 @@ assert (q[2] < -0.1).all()                         # at 2 bits the distilled stu
 # still ahead on average, but not on every seed: one paired difference changes sign at each
 # width, so with three seeds there is no measured gain any more. At 2 bits, post-training
 # quantization wrecks every student, and the distilled ones much more than those trained
-# alone. We have not measured why; one candidate is that matching a teacher whose logits
-# span about -17 to +22 gives the student larger and more spread weights, which a 2-bit grid
+# alone. We have not measured why; one candidate is that matching the teacher's soft targets
+# gives the student larger and more spread weights, which a 2-bit grid
 # represents worse. Compression steps interact, and each combination has to be measured
 # ({doc}`03_5_combining`). The combination that respects a low-bit budget is to distill
 # *into* a quantized student: a model from `cnl.quantization.quantize_aware` is a plain
@@ -538,7 +537,7 @@ assert offline_acc > alone[0] + 0.005
 #   fewer parameters, 140x fewer multiply-adds than the teacher) about a point of test
 #   accuracy on every seed. It is a regularizer, not magic: it does not make the student as
 #   good as the teacher, a student too small to overfit has little to gain, and its lead did
-#   not survive post-training quantization to 3 bits or fewer.
+#   not survive post-training quantization to 4 bits or fewer.
 #
 # ## Exercises
 #
@@ -601,7 +600,7 @@ assert offline_acc > alone[0] + 0.005
 #     print(bits, d.mean(), d.std(ddof=1) / np.sqrt(len(d)))
 # ```
 # Compare the mean paired difference with its standard error: a gain smaller than about
-# twice the standard error is not a measured gain. (In a 3-seed trial while writing this
-# chapter, 2-bit QAT students gained nothing reliable from distillation: paired differences
+# twice the standard error is not a measured gain. (In one 3-seed run of this
+# code, 2-bit QAT students gained nothing reliable from distillation: paired differences
 # of +2.3, -1.6 and -0.1 points.)
 # :::
