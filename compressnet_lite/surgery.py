@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
-from compressnet_lite._checks import check_array, check_layer, check_model
+from compressnet_lite._checks import check_array, check_layer, check_model, check_positive_int
 
 __all__ = [
     "selection_fold", "slice_outputs", "fold_inputs", "keep_units", "replace_layer",
@@ -45,7 +45,13 @@ __all__ = [
 # ---------------------------------------------------------------------------------------
 
 def selection_fold(units: int, keep: np.ndarray) -> np.ndarray:
-    """The ``(units, len(keep))`` matrix with ``fold[keep[k], k] = 1``: plain removal."""
+    """The ``(units, len(keep))`` matrix with ``fold[keep[k], k] = 1``: plain removal.
+
+    Raises:
+        ValueError / TypeError: ``units < 1``; ``keep`` not sorted, unique integers in
+            ``0 .. units - 1``.
+    """
+    keep = _check_keep(keep, check_positive_int(units, "units"))
     fold = np.zeros((units, len(keep)), dtype=np.float32)
     fold[np.asarray(keep), np.arange(len(keep))] = 1.0
     return fold
@@ -56,7 +62,13 @@ def slice_outputs(weights: Sequence[np.ndarray], keep: np.ndarray) -> list[np.nd
 
     Works for a Dense or Conv2D ``[kernel, bias]`` (outputs are the last axis of both) and
     for BatchNormalization's per-channel vectors.
+
+    Raises:
+        ValueError / TypeError: ``keep`` not sorted, unique integers in ``0 .. units - 1``
+            (``units``: the last axis of the first array).
     """
+    if len(weights):
+        keep = _check_keep(keep, np.shape(weights[0])[-1])
     return [np.take(np.asarray(w), keep, axis=-1) for w in weights]
 
 

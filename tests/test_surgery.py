@@ -335,6 +335,22 @@ def test_bad_keep(keep, error, match):
         surgery.keep_units(models.mlp(12, (10,), 2), "fc1", np.array(keep) if keep else keep)
 
 
+@pytest.mark.parametrize("keep,error,match", [
+    pytest.param([-1], ValueError, r"\[0, 10\)", id="negative"),
+    pytest.param([10], ValueError, r"\[0, 10\)", id="out-of-range"),
+    pytest.param([3, 1], ValueError, "sorted and unique", id="unsorted"),
+    pytest.param([0.0], TypeError, "integer", id="float"),
+])
+def test_array_math_refuses_bad_keep(keep, error, match):
+    """A negative index silently selected the last unit (NumPy wrap-around)."""
+    with pytest.raises(error, match=match):
+        surgery.selection_fold(10, np.array(keep))
+    with pytest.raises(error, match=match):
+        surgery.slice_outputs([np.ones((4, 10)), np.ones(10)], np.array(keep))
+    with pytest.raises(ValueError, match="units must be >= 1"):
+        surgery.selection_fold(0, np.array([0]))
+
+
 def test_bad_fold():
     model = models.mlp(12, (10, 8), 2)
     with pytest.raises(ValueError, match=r"fold must have shape.*\(10, 2\)"):
