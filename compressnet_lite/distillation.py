@@ -28,6 +28,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from compressnet_lite import models
 from compressnet_lite._checks import check_array, check_choice, check_fraction, check_model
 
 __all__ = [
@@ -440,8 +441,7 @@ class Distiller(keras.distillation.Distiller):
                 raise ValueError(f"teacher and student {what[:-1]} shapes differ: teacher {ts}, student {ss}")
         # A private copy: Keras' Distiller sets teacher.trainable = False, and that would
         # reach the caller's layers.
-        teacher_copy = keras.models.clone_model(teacher)
-        teacher_copy.set_weights(teacher.get_weights())
+        teacher_copy = models.clone(teacher)
         distillation_loss = KDLoss(temperature) if loss == "kl" else LogitMatchingLoss()
         super().__init__(teacher=logits_model(teacher_copy, "teacher"), student=student_logits,
                          distillation_losses=distillation_loss, student_loss_weight=alpha, name=name)
