@@ -72,7 +72,11 @@ def score_mask(scores: np.ndarray, sparsity: float) -> np.ndarray:
 
     Ties are broken by position (the earlier element is pruned first, as a stable sort
     would), so the result is deterministic and the sparsity exact.
+
+    Raises:
+        ValueError: ``sparsity`` outside [0, 1].
     """
+    sparsity = check_fraction(sparsity, "sparsity", high_inclusive=True)
     mask = np.ones(np.size(scores), dtype=np.float32)
     mask[lowest(scores, int(round(sparsity * np.size(scores))))] = 0.0
     return mask.reshape(np.shape(scores))
@@ -149,10 +153,16 @@ def polynomial_sparsity(step: int, initial: float, final: float, begin: int, end
     rises fast at first, while the network has many redundant weights, and slowly at the
     end, when few are left.
 
+    Raises:
+        ValueError: ``initial``/``final`` outside [0, 1), ``initial > final``, ``end <= begin``.
+
     Example:
         >>> polynomial_sparsity(50, 0.0, 0.9, 0, 100)
         0.7875
     """
+    initial, final = check_fraction(initial, "initial"), check_fraction(final, "final")
+    if initial > final:
+        raise ValueError(f"initial sparsity must not exceed final, got initial={initial}, final={final}")
     if end <= begin:
         raise ValueError(f"end must be after begin, got begin={begin}, end={end}")
     progress = min(max((step - begin) / (end - begin), 0.0), 1.0)
@@ -160,8 +170,13 @@ def polynomial_sparsity(step: int, initial: float, final: float, begin: int, end
 
 
 def constant_sparsity(step: int, sparsity: float, begin: int = 0) -> float:
-    """One-shot schedule: ``sparsity`` from step ``begin`` on, 0 before."""
-    return float(sparsity) if step >= begin else 0.0
+    """One-shot schedule: ``sparsity`` from step ``begin`` on, 0 before.
+
+    Raises:
+        ValueError: ``sparsity`` outside [0, 1).
+    """
+    sparsity = check_fraction(sparsity, "sparsity")
+    return sparsity if step >= begin else 0.0
 
 
 def l1_scores(kernel: Any) -> np.ndarray:

@@ -503,3 +503,24 @@ print("OK")
 
 def test_gradual_pruning_in_a_distribution_strategy(run_on_two_cpus):
     run_on_two_cpus(_DISTRIBUTED)
+
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: pruning.score_mask(np.arange(4.0), 1.5), r"sparsity must be in \[0, 1\]"),
+    (lambda: pruning.score_mask(np.arange(4.0), -0.1), r"sparsity must be in \[0, 1\]"),
+    (lambda: pruning.polynomial_sparsity(5, 0.9, 0.5, 0, 10), "initial sparsity must not exceed final"),
+    (lambda: pruning.polynomial_sparsity(5, 0.0, 1.0, 0, 10), r"final must be in \[0, 1\)"),
+    (lambda: pruning.polynomial_sparsity(5, -0.1, 0.5, 0, 10), r"initial must be in \[0, 1\)"),
+    (lambda: pruning.constant_sparsity(5, 1.2), r"sparsity must be in \[0, 1\)"),
+], ids=["mask-above-one", "mask-negative", "decreasing-schedule", "final-one", "initial-negative",
+        "constant-above-one"])
+def test_array_math_rejects_out_of_range_sparsity(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_score_mask_accepts_the_whole_range():
+    assert pruning.score_mask(np.arange(4.0), 1.0).sum() == 0
+    assert pruning.score_mask(np.arange(4.0), 0.0).sum() == 4
+    assert pruning.constant_sparsity(5, 0.5, begin=3) == 0.5 and pruning.constant_sparsity(2, 0.5, begin=3) == 0.0
