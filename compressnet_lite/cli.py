@@ -252,8 +252,10 @@ def _compress(args, say) -> int:
     if args.cluster is not None:
         import numpy as np
 
-        smallest = min(int(np.prod(l.kernel.shape) * (1 - (args.prune or 0.0)))
-                       for l in model.layers if hasattr(l, "kernel"))
+        kernels = [int(np.prod(l.kernel.shape)) for l in model.layers if hasattr(l, "kernel")]
+        if not kernels:
+            raise ValueError(f"{args.model} has no Dense or Conv2D kernel to share values in")
+        smallest = min(int(n * (1 - (args.prune or 0.0))) for n in kernels)
         if args.cluster > smallest:
             raise UsageError(f"--cluster {args.cluster} is more values than the smallest layer keeps "
                              f"({smallest} weights)")

@@ -119,3 +119,15 @@ def test_impossible_settings(demo_dir, tmp_path, capsys, argv, code, message):
     argv = [a.format(**fill) for a in argv]
     assert cli.main(["-q", *argv]) == code
     assert message in capsys.readouterr().err
+
+
+def test_cluster_on_a_model_without_kernels_is_a_clear_failure(tmp_path, capsys):
+    import keras
+
+    inputs = keras.Input((64,))
+    keras.Model(inputs, keras.layers.Activation("softmax")(inputs)).save(tmp_path / "nokernel.keras")
+    code = cli.main(["--quiet", "compress", str(tmp_path / "nokernel.keras"), "--cluster", "4",
+                     "-o", str(tmp_path / "out.cnl")])
+    assert code == 1
+    assert "has no Dense or Conv2D kernel" in capsys.readouterr().err
+    assert not (tmp_path / "out.cnl").exists()
