@@ -23,3 +23,15 @@ def ensure_tfmot_venv() -> Path:
         subprocess.run([sys.executable, "-m", "venv", str(TFMOT_VENV)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", *PACKAGES], check=True)
     return python
+
+
+def lenet_300_100(keras, n_inputs: int, weights: list):
+    """LeNet-300-100 built with the given Keras module (tf_keras inside the tfmot venv, where
+    ``compressnet_lite.models`` cannot be imported), with the same layer names and starting
+    weights as ``compressnet_lite.models.lenet_300_100`` on our side."""
+    inputs = keras.Input((n_inputs,))
+    x = keras.layers.Dense(300, activation="relu", name="fc1")(inputs)
+    x = keras.layers.Dense(100, activation="relu", name="fc2")(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="out")(x))
+    model.set_weights(weights)
+    return model

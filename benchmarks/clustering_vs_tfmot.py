@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _tfmot_env import ensure_tfmot_venv  # noqa: E402  (benchmarks/ is on sys.path)
+from _tfmot_env import ensure_tfmot_venv, lenet_300_100  # noqa: E402  (benchmarks/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parent.parent
 KS = (2, 4, 8, 16, 32)
@@ -65,12 +65,7 @@ def tfmot_worker(npz: str, out: str, epochs: int) -> None:
              "kmeans++": cluster.CentroidInitialization.KMEANS_PLUS_PLUS}
 
     def build():
-        inputs = keras.Input((x_train.shape[1],))
-        x = keras.layers.Dense(300, activation="relu", name="fc1")(inputs)
-        x = keras.layers.Dense(100, activation="relu", name="fc2")(x)
-        model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="out")(x))
-        model.set_weights(init)
-        return model
+        return lenet_300_100(keras, x_train.shape[1], init)
 
     def accuracy(model):
         return float(np.mean(np.argmax(model.predict(x_test, batch_size=256, verbose=0), -1) == y_test))

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _tfmot_env import ensure_tfmot_venv  # noqa: E402  (benchmarks/ is on sys.path)
+from _tfmot_env import ensure_tfmot_venv, lenet_300_100  # noqa: E402  (benchmarks/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parent.parent
 LEVELS = (0.5, 0.75, 0.9, 0.95)
@@ -53,17 +53,26 @@ def schedule_steps(n_train: int, epochs: int) -> tuple[int, int]:
     return steps_per_epoch, end
 
 
-def interleaved_step_times(runs: dict, x, y, steps: int, timer_cls) -> dict:
+def interleaved_step_times(runs: dict, x, y, steps: int, keras) -> dict:
     """Seconds per training step of each ``name: (model, callbacks)``: one warm-up epoch
     each, then ``TIME_ROUNDS`` rounds of one epoch per model, interleaved so that load
-    from other processes hits both alike. Returns the minimum and the median per model."""
+    from other processes hits both alike. Returns the minimum and the median per model.
+    ``keras`` is the Keras of the models (tf_keras on the tfmot side, Keras 3 on ours)."""
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds = time.perf_counter() - self.start
+
     times = {name: [] for name in runs}
     for round_ in range(TIME_ROUNDS + 1):
         for name, (model, callbacks) in runs.items():
-            timer = timer_cls()
+            timer = Timer()
             model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=list(callbacks) + [timer])
             if round_:
-                times[name].append(timer.times[0] / steps)
+                times[name].append(timer.seconds / steps)
     return {name: {"min": float(np.min(t)), "median": float(np.median(t))} for name, t in times.items()}
 
 
@@ -81,12 +90,7 @@ def tfmot_worker(npz: str, out: str, seeds: int, epochs: int) -> None:
     _, end = schedule_steps(len(x_train), epochs)
 
     def build():
-        inputs = keras.Input((x_train.shape[1],))
-        x = keras.layers.Dense(300, activation="relu", name="fc1")(inputs)
-        x = keras.layers.Dense(100, activation="relu", name="fc2")(x)
-        model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="out")(x))
-        model.set_weights(init)
-        return model
+        return lenet_300_100(keras, x_train.shape[1], init)
 
     def prunable(final, end_step, frequency=FREQUENCY):
         sched = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=final,
@@ -117,16 +121,6 @@ def tfmot_worker(npz: str, out: str, seeds: int, epochs: int) -> None:
     xt, yt = np.tile(x_train, (TIME_TILES, 1)), np.tile(y_train, TIME_TILES)
     steps = -(-len(xt) // BATCH)
 
-    class Timer(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.times = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.times.append(time.perf_counter() - self.t)
-
     keras.utils.set_random_seed(0)
     plain = build()
     compile_(plain)
@@ -135,7 +129,7 @@ def tfmot_worker(npz: str, out: str, seeds: int, epochs: int) -> None:
         pruned = prunable(0.9, steps * TIME_ROUNDS, freq)
         compile_(pruned)
         runs[f"pruned{freq}"] = (pruned, [tfmot.sparsity.keras.UpdatePruningStep()])
-    timing = interleaved_step_times(runs, xt, yt, steps, Timer)
+    timing = interleaved_step_times(runs, xt, yt, steps, keras)
     results["step_time"] = timing
     results["versions"] = {"tensorflow": tf.__version__, "tf_keras": keras.__version__,
                            "tfmot": getattr(tfmot, "__version__", "?")}
@@ -178,16 +172,6 @@ def ours(seeds: int, epochs: int, data, init) -> dict:
     xt, yt = np.tile(data.x_train, (TIME_TILES, 1)), np.tile(data.y_train, TIME_TILES)
     steps = -(-len(xt) // BATCH)
 
-    class Timer(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.times = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.times.append(time.perf_counter() - self.t)
-
     keras.utils.set_random_seed(0)
     plain = cnl.models.compile_model(build(), learning_rate=LR)
     runs = {"plain": (plain, [])}
@@ -195,7 +179,7 @@ def ours(seeds: int, epochs: int, data, init) -> dict:
         pruned, cb = prunable(0.9, steps * TIME_ROUNDS, freq)
         cnl.models.compile_model(pruned, learning_rate=LR)
         runs[f"pruned{freq}"] = (pruned, [cb])
-    timing = interleaved_step_times(runs, xt, yt, steps, Timer)
+    timing = interleaved_step_times(runs, xt, yt, steps, keras)
     results["step_time"] = timing
     return results
 
