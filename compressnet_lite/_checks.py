@@ -46,6 +46,48 @@ def check_positive_int(value: Any, name: str, *, minimum: int = 1, maximum: int 
     return value
 
 
+def check_real(value: Any, name: str, *, minimum: float | None = None, maximum: float | None = None,
+               min_inclusive: bool = True, max_inclusive: bool = True) -> float:
+    """Return ``value`` as a finite float, optionally within ``[minimum, maximum]``.
+
+    ``min_inclusive=False`` (``max_inclusive=False``) makes that bound strict, e.g.
+    ``check_real(t, "temperature", minimum=0, min_inclusive=False)`` for ``t > 0``.
+
+    Raises:
+        TypeError: ``value`` is not a real number (a bool, a string, None, an array).
+        ValueError: ``value`` is NaN, infinite or out of range.
+
+    Example:
+        >>> check_real(0.5, "threshold", minimum=0)
+        0.5
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    low_ok = minimum is None or (value >= minimum if min_inclusive else value > minimum)
+    high_ok = maximum is None or (value <= maximum if max_inclusive else value < maximum)
+    if not (np.isfinite(value) and low_ok and high_ok):
+        parts = []
+        if minimum is not None:
+            parts.append(f"{'>=' if min_inclusive else '>'} {minimum:g}")
+        if maximum is not None:
+            parts.append(f"{'<=' if max_inclusive else '<'} {maximum:g}")
+        allowed = f"a finite number {' and '.join(parts)}" if parts else "a finite number"
+        raise ValueError(f"{name} must be {allowed}, got {value}")
+    return value
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """Return ``value`` if it is a bool (or NumPy bool).
+
+    Raises:
+        TypeError: anything else (``0``/``1``, strings, None).
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     """Return ``value`` if it is one of ``choices``.
 

@@ -58,3 +58,28 @@ def test_check_model_and_layer():
         _checks.check_layer(m, 3)
     with pytest.raises(TypeError, match="model must be a keras.Model"):
         _checks.check_model(np.zeros(3))
+
+
+@pytest.mark.parametrize("value, kwargs, error, match", [
+    ("0.5", {}, TypeError, "threshold must be a number, got str"),
+    (None, {}, TypeError, "threshold must be a number, got NoneType"),
+    (True, {}, TypeError, "threshold must be a number, got bool"),
+    (float("nan"), {}, ValueError, "threshold must be a finite number, got nan"),
+    (float("inf"), {"minimum": 0}, ValueError, "threshold must be a finite number >= 0, got inf"),
+    (-1.0, {"minimum": 0}, ValueError, "threshold must be a finite number >= 0, got -1.0"),
+    (0.0, {"minimum": 0, "min_inclusive": False}, ValueError, "must be a finite number > 0, got 0.0"),
+    (2.0, {"minimum": 0, "maximum": 1}, ValueError, "must be a finite number >= 0 and <= 1, got 2.0"),
+    (1.0, {"maximum": 1, "max_inclusive": False}, ValueError, "must be a finite number < 1, got 1.0"),
+], ids=["str", "none", "bool", "nan", "inf", "below", "strict-low", "above", "strict-high"])
+def test_check_real_errors(value, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        _checks.check_real(value, "threshold", **kwargs)
+
+
+def test_check_real_and_bool_accept():
+    assert _checks.check_real(np.float32(0.25), "x", minimum=0, maximum=1) == 0.25
+    assert _checks.check_real(3, "x") == 3.0 and isinstance(_checks.check_real(3, "x"), float)
+    assert _checks.check_bool(np.bool_(True), "flag") is True
+    for bad in (1, "yes", None):
+        with pytest.raises(TypeError, match="flag must be True or False"):
+            _checks.check_bool(bad, "flag")
