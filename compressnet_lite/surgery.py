@@ -234,11 +234,13 @@ def _replacement(layer: keras.layers.Layer, make: Make | None) -> list[keras.lay
     return list(made)
 
 
-def _input_like(x: Any) -> Any:
+def _input_like(x: Any, like: Any = None) -> Any:
+    """A new Input named like ``x``'s InputLayer, shaped like ``like`` (default: ``x``)."""
     history = getattr(x, "_keras_history", None)
     name = history[0].name if history is not None else None
-    return keras.Input(batch_shape=tuple(x.shape), dtype=x.dtype, sparse=bool(getattr(x, "sparse", False)),
-                       name=name)
+    like = x if like is None else like
+    return keras.Input(batch_shape=tuple(like.shape), dtype=like.dtype,
+                       sparse=bool(getattr(like, "sparse", False)), name=name)
 
 
 def _call(new: list, op: keras.layers.Layer, node, args: tuple, kwargs: dict) -> Any:
@@ -256,12 +258,19 @@ def _call(new: list, op: keras.layers.Layer, node, args: tuple, kwargs: dict) ->
     return x
 
 
-def _rebuild(model: keras.Model, make: Make | None, cache: dict) -> keras.Model:
-    """Rebuild ``model``'s graph; ``cache[id(old)] = (old, [new layers])`` collects every swap."""
-    def replacement(layer):
+def _rebuild(model: keras.Model, make: Make | None, cache: dict, like: list | None = None) -> keras.Model:
+    """Rebuild ``model``'s graph; ``cache[id(old)] = (old, [new layers])`` collects every swap.
+
+    ``like``: new tensors a nested model will be called on; its inputs take their shapes.
+    """
+    def replacement(layer, args=()):
         entry = cache.get(id(layer))
         if entry is None:
-            new = [_rebuild(layer, make, cache)] if _is_graph_model(layer) else _replacement(layer, make)
+            if _is_graph_model(layer):
+                tensors = [t for t in keras.tree.flatten(args) if isinstance(t, keras.KerasTensor)]
+                new = [_rebuild(layer, make, cache, tensors or None)]
+            else:
+                new = _replacement(layer, make)
             entry = cache[id(layer)] = (layer, new)
         return entry[1]
 
@@ -269,14 +278,14 @@ def _rebuild(model: keras.Model, make: Make | None, cache: dict) -> keras.Model:
         new_layers = []
         for layer in model.layers:
             new_layers.extend(replacement(layer))
-        inputs = _input_like(model.inputs[0])
+        inputs = _input_like(model.inputs[0], like[0] if like else None)
         new_model = keras.Sequential([inputs] + new_layers, name=model.name)
         new_model.trainable = model.trainable
         return new_model
     tensors: dict[int, Any] = {}
     new_inputs = []
-    for x in model.inputs:
-        tensors[id(x)] = _input_like(x)
+    for i, x in enumerate(model.inputs):
+        tensors[id(x)] = _input_like(x, like[i] if like and i < len(like) else None)
         new_inputs.append(tensors[id(x)])
     for node in _nodes(model):
         if node.is_input or any(id(t) not in tensors for t in node.input_tensors):
@@ -285,7 +294,7 @@ def _rebuild(model: keras.Model, make: Make | None, cache: dict) -> keras.Model:
         args, kwargs = node.arguments.fill_in(tensors)
         if isinstance(op, keras.layers.Layer):
             try:
-                outputs = _call(replacement(op), op, node, args, kwargs)
+                outputs = _call(replacement(op, (args, kwargs)), op, node, args, kwargs)
             except (ValueError, TypeError) as exc:
                 if "cannot" in str(exc) or "make(" in str(exc) or "only a single-input" in str(exc):
                     raise
@@ -438,6 +447,10 @@ def replace_layer(model: keras.Model, layer: Any, new_layers: Sequence[keras.lay
             given.append({k: check_array(w, f"weights[{i}][{k!r}]") for k, w in ws.items()})
         else:
             given.append([check_array(w, f"weights[{i}]") for w in ws])
+    for node in target._inbound_nodes:
+        if len(node.input_tensors) != 1:
+            raise ValueError(f"layer {target.name!r} takes {len(node.input_tensors)} tensor inputs; "
+                             "replace_layer replaces a single-input layer by a chain")
     others = {l.name for l in graph_layers(model) if l is not target}
     clash = sorted(others & {l.name for l in new_layers})
     if clash:
@@ -1091,7 +1104,8 @@ def _rule_mha(an, layer, node):
             head_slices.append((f"{name}/kernel", 1, 1))
             if f"{name}/bias" in variables:
                 head_slices.append((f"{name}/bias", 0, 1))
-    an.param(layer, "heads", heads, "heads", tuple(head_slices))
+    an.flag("nomerge", an.param(layer, "heads", heads, "heads", tuple(head_slices)),
+            f"attention heads of {layer.name!r} are removed, not merged")
     q_rows = [("query/kernel", 0, 1)] + ([("gate/kernel", 0, 1)] if "gate/kernel" in variables else [])
     sq = an.param(layer, "query", int(variables["query/kernel"].shape[0]), "consumer", tuple(q_rows))
     sk = an.param(layer, "key", int(variables["key/kernel"].shape[0]), "consumer", (("key/kernel", 0, 1),))
@@ -1108,7 +1122,6 @@ def _rule_mha(an, layer, node):
         an.link(sq, so)
     if len(node.outputs) > 1:  # attention scores returned: heads are an output axis
         an.flag("block", an.param_spaces[(id(layer), "heads")], f"layer {layer.name!r} returns its scores")
-    an.flag("nomerge", so, f"layer {layer.name!r} mixes positions through attention")
 
 
 def _rule_op(an, op, node):
@@ -1339,6 +1352,9 @@ def group_of(model: keras.Model, layer: Any, groups: Sequence[DependencyGroup] |
     for g in groups:  # attention heads
         if any(m.layer is target and m.role == "heads" for m in g.members):
             return g
+    for g in groups:  # a layer the analysis refused: say why
+        if not g.prunable and target.name in g.layers and f"{target.name!r}" in g.reason:
+            raise ValueError(f"the outputs of layer {target.name!r} cannot be pruned: {g.reason}")
     raise ValueError(f"layer {target.name!r} ({type(target).__name__}) produces no channel group: only "
                      "layers with weights along their output channels (Dense, convolutions, EinsumDense, "
                      "Embedding, MultiHeadAttention) do")
@@ -1350,7 +1366,7 @@ def group_of(model: keras.Model, layer: Any, groups: Sequence[DependencyGroup] |
 
 def _rows(idx: np.ndarray, block: int) -> np.ndarray:
     """Row indices along a weight axis: ``(units, k)`` positions -> ``(units, k * block)`` rows."""
-    return (idx[..., None] * block + np.arange(block)).reshape(idx.shape[0], -1)
+    return (idx[..., None] * block + np.arange(block)).reshape(idx.shape[0], idx.shape[1] * block)
 
 
 def _resolve_groups(model: keras.Model, items: Iterable[Any]) -> list[DependencyGroup]:
