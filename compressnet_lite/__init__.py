@@ -24,7 +24,7 @@ _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 __version__ = "0.1.0"
 
 _MODULES = (
-    "data", "models", "metrics", "notebook",
+    "data", "models", "metrics", "notebook", "stats",
     "surgery", "pruning", "merging", "clustering", "lowrank",
     "quantization", "distillation", "huffman", "storage", "pipeline", "cli",
 )

@@ -30,16 +30,19 @@ import io
 import os
 import tempfile
 import warnings
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import keras
 import numpy as np
 from keras import ops
 
-from compressnet_lite._checks import check_array, check_model, check_positive_int
+from compressnet_lite._checks import (check_array, check_bool, check_model, check_positive_int,
+                                      check_real)
 
 __all__ = [
     "QTensor", "code_range", "quantize", "dequantize", "binarize", "pack", "unpack",
+    "fake_quantize", "minmax_range", "percentile_range", "mse_range", "RANGE_RULES",
+    "fake_quant_weights",
     "QuantizedDense", "QuantizedConv2D", "QuantizedDepthwiseConv2D",
     "QATDense", "QATConv2D", "QATDepthwiseConv2D",
     "quantize_model", "quantize_aware", "quantized_layers", "write_packed",
@@ -149,7 +152,8 @@ def quantize(w: Any, bits: int = 8, symmetric: bool = True, axis: int | None = N
         A :class:`QTensor`.
 
     Raises:
-        TypeError: ``w`` is not a float array, ``bits`` or ``axis`` is not an int.
+        TypeError: ``w`` is not a float array, ``bits`` or ``axis`` is not an int,
+            ``symmetric`` is not a bool.
         ValueError: ``w`` is empty or not finite, ``bits`` outside 1..16, ``axis`` out of range.
 
     Example:
@@ -158,6 +162,7 @@ def quantize(w: Any, bits: int = 8, symmetric: bool = True, axis: int | None = N
         (array([-127,    0,   64,  127], dtype=int8), 0.007874015718698502)
     """
     bits = check_positive_int(bits, "bits", maximum=MAX_BITS)
+    symmetric = check_bool(symmetric, "symmetric")
     w = _check_float(w, "w")
     axis = _check_axis(axis, w.ndim)
     w = w.astype(np.promote_types(w.dtype, np.float32))
@@ -226,6 +231,132 @@ def binarize(w: Any, axis: int | None = None) -> np.ndarray:
         array([ 1., -1.,  1.], dtype=float32)
     """
     return dequantize(quantize(w, bits=1, symmetric=True, axis=axis))
+
+
+# Activation ranges ---------------------------------------------------------------------
+# Weights are known before inference; activations are not. Their quantization range
+# [lo, hi] is chosen from data (calibration) or tracked during QAT. Activations use the
+# affine grid 0 .. 2^b - 1 with a zero point, nudged so that the real value 0 is a level.
+
+def fake_quantize(x: Any, lo: float, hi: float, bits: int = 8) -> np.ndarray:
+    """Affine fake quantization of activations over ``[lo, hi]``: quantize, then dequantize.
+
+    The NumPy twin of TensorFlow's ``FakeQuantWithMinMaxVars`` (what
+    ``keras.quantizers.fake_quant_with_min_max_vars`` runs, and what the TFLite converter
+    reads as an activation range): ``S = (hi - lo) / (2^b - 1)``, the zero point
+    ``Z = round(-lo / S)`` is clipped to the grid and the range is shifted to
+    ``[-Z S, (2^b - 1 - Z) S]`` so that 0 is exact; values are clipped to it and rounded
+    half up to the nearest level.
+
+    Args:
+        x: float array.
+        lo, hi: the range, ``lo <= 0 <= hi``, ``lo < hi``.
+        bits: grid width, 2..16.
+
+    Returns:
+        A float32 array of ``x``'s shape holding at most ``2^bits`` distinct values.
+
+    Raises:
+        TypeError / ValueError: ``x`` not a finite float array, bad ``lo``/``hi``/``bits``.
+
+    Example:
+        >>> fake_quantize(np.array([-0.2, 0.0, 0.26, 2.0]), 0.0, 1.0, bits=2) * 3  # levels k/3
+        array([0., 0., 1., 3.], dtype=float32)
+    """
+    bits = check_positive_int(bits, "bits", minimum=2, maximum=MAX_BITS)
+    x = _check_float(x, "x").astype(np.float32)
+    lo, hi = _check_range(lo, hi)
+    qmax = np.float32(2 ** bits - 1)
+    scale = np.float32(hi - lo) / qmax
+    zero = np.float32(0) - np.float32(lo) / scale
+    zero = np.float32(0 if zero < 0 else qmax if zero > qmax else np.floor(zero + np.float32(0.5)))
+    low, high = (np.float32(0) - zero) * scale, (qmax - zero) * scale
+    shifted = np.clip(x, low, high) - low
+    return (np.floor(shifted * (np.float32(1) / scale) + np.float32(0.5)) * scale + low).astype(np.float32)
+
+
+def _check_range(lo: Any, hi: Any, *, empty_ok: bool = False) -> tuple[float, float]:
+    lo = check_real(lo, "lo", maximum=0.0)
+    hi = check_real(hi, "hi", minimum=0.0)
+    if not (hi > lo or (empty_ok and hi == lo)):
+        raise ValueError(f"hi must be greater than lo, got lo={lo}, hi={hi}")
+    return lo, hi
+
+
+def minmax_range(x: Any, bits: int = 8) -> tuple[float, float]:
+    """The range ``[min(x, 0), max(x, 0)]``: nothing is clipped, one outlier sets the step.
+
+    ``bits`` is accepted (and ignored) so that every range rule is called as ``rule(x, bits)``.
+
+    Example:
+        >>> minmax_range(np.array([0.5, 3.0, 1.0]))
+        (0.0, 3.0)
+    """
+    x = _check_float(x, "x")
+    check_positive_int(bits, "bits", minimum=2, maximum=MAX_BITS)
+    return float(min(np.min(x), 0.0)), float(max(np.max(x), 0.0))
+
+
+def percentile_range(x: Any, bits: int = 8, percentile: float = 99.99) -> tuple[float, float]:
+    """Clip the tails: ``[P_(100-p)(x), P_p(x)]`` widened to contain 0.
+
+    Values beyond the ``p``-th percentile are clipped (each costs up to its distance to the
+    range), in exchange for a finer step for all the others.
+
+    Args:
+        x: float array (activations from calibration data).
+        bits: accepted for a uniform rule signature.
+        percentile: ``p`` in (50, 100]; 100 is :func:`minmax_range`.
+
+    Example:
+        >>> percentile_range(np.append(np.ones(999), 100.0), percentile=99.0)
+        (0.0, 1.0)
+    """
+    x = _check_float(x, "x")
+    check_positive_int(bits, "bits", minimum=2, maximum=MAX_BITS)
+    p = check_real(percentile, "percentile", minimum=50.0, maximum=100.0, min_inclusive=False)
+    lo, hi = np.percentile(x, [100.0 - p, p])
+    return float(min(lo, 0.0)), float(max(hi, 0.0))
+
+
+def mse_range(x: Any, bits: int = 8, candidates: int = 100, max_values: int = 1 << 16
+              ) -> tuple[float, float]:
+    """The range whose fake quantization has the smallest mean squared error on ``x``.
+
+    Candidates shrink the min/max range by ``c = 1/candidates, 2/candidates, ..., 1``; the
+    error of each is measured with :func:`fake_quantize` on (a fixed random sample of at
+    most ``max_values`` of) the values. Low bit widths choose a tighter range than 8 bits.
+
+    Args:
+        x: float array.
+        bits: the grid width the range is chosen for, 2..16.
+        candidates: how many ranges to try (>= 1).
+        max_values: sample size for the search (the sample is seeded: deterministic).
+
+    Example:
+        >>> x = np.random.default_rng(0).laplace(size=10_000)
+        >>> lo, hi = mse_range(x, bits=4)
+        >>> bool(hi < x.max())
+        True
+    """
+    x = _check_float(x, "x").astype(np.float32).ravel()
+    bits = check_positive_int(bits, "bits", minimum=2, maximum=MAX_BITS)
+    candidates = check_positive_int(candidates, "candidates")
+    max_values = check_positive_int(max_values, "max_values")
+    if x.size > max_values:
+        x = np.random.default_rng(0).choice(x, size=max_values, replace=False)
+    lo, hi = minmax_range(x)
+    if hi == lo:
+        return lo, hi
+    best, best_err = (lo, hi), np.inf
+    for c in np.arange(1, candidates + 1) / candidates:
+        err = float(np.mean((fake_quantize(x, c * lo, c * hi, bits) - x) ** 2))
+        if err < best_err:
+            best, best_err = (float(c * lo), float(c * hi)), err
+    return best
+
+
+RANGE_RULES = {"minmax": minmax_range, "percentile": percentile_range, "mse": mse_range}
 
 
 def pack(qt: QTensor) -> np.ndarray:
@@ -382,16 +513,21 @@ def fake_quant_weights(w: Any, bits: int, axis: int | None = None) -> Any:
     return w + ops.stop_gradient(wq - w)
 
 
+_MIN_SPAN = 1e-6  # smallest activation range width used for fake quantization
+
+
 class _QATMixin:
     """Fake-quantized kernel (STE) and, optionally, fake-quantized outputs with tracked ranges."""
 
     def _init_qat(self, bits: int, axis: int | None, activation_bits: int | None,
                   ema_decay: float) -> None:
         self.bits = check_positive_int(bits, "bits", maximum=MAX_BITS)
+        if axis is not None and (isinstance(axis, bool) or not isinstance(axis, (int, np.integer))):
+            raise TypeError(f"axis must be an int or None, got {type(axis).__name__}")
         self.axis = None if axis is None else int(axis)
         self.activation_bits = None if activation_bits is None else check_positive_int(
             activation_bits, "activation_bits", minimum=2, maximum=MAX_BITS)
-        self.ema_decay = float(ema_decay)
+        self.ema_decay = check_real(ema_decay, "ema_decay", minimum=0.0, maximum=1.0)
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -407,6 +543,15 @@ class _QATMixin:
         return fake_quant_weights(self.kernel, self.bits, self.axis)
 
     def _fq_outputs(self, x, training):
+        """Fake-quantize ``x`` over the tracked range; pass it through while none is known.
+
+        ``cnl_act_steps`` counts the batches (and calibrations) that set the range. At 0 no
+        range is known (a model fresh from :func:`quantize_aware` without calibration data),
+        and the outputs pass through unquantized: predict and evaluate compute like the
+        weight-only model instead of collapsing every activation onto the range [0, 0]. A
+        training step first sets the range (the batch's own min/max on the first step, an
+        exponential moving average after it), then quantizes with it.
+        """
         if self.activation_bits is None:
             return x
         if training:
@@ -416,8 +561,22 @@ class _QATMixin:
             self.cnl_act_min.assign(ops.where(first, lo, d * self.cnl_act_min + (1 - d) * lo))
             self.cnl_act_max.assign(ops.where(first, hi, d * self.cnl_act_max + (1 - d) * hi))
             self.cnl_act_steps.assign(self.cnl_act_steps + 1.0)
-        return keras.quantizers.fake_quant_with_min_max_vars(
-            x, self.cnl_act_min, self.cnl_act_max, num_bits=self.activation_bits)
+        known = ops.greater(self.cnl_act_steps, 0.0)
+        # Placeholders keep the unused branch finite; a range of width 0 (a dead unit's
+        # outputs) is widened so the step S = (hi - lo) / (2^b - 1) is never 0.
+        lo = ops.where(known, self.cnl_act_min, -1.0)
+        hi = ops.where(known, ops.maximum(self.cnl_act_max, self.cnl_act_min + _MIN_SPAN), 1.0)
+        fq = keras.quantizers.fake_quant_with_min_max_vars(x, lo, hi, num_bits=self.activation_bits)
+        return ops.where(known, fq, x)
+
+    def set_activation_range(self, lo: float, hi: float) -> None:
+        """Set the output range (e.g. from calibration); later training steps update it by EMA."""
+        if self.activation_bits is None:
+            raise ValueError(f"layer {self.name!r} does not quantize its outputs (activation_bits=None)")
+        lo, hi = _check_range(lo, hi, empty_ok=True)  # [0, 0]: a unit that never fires
+        self.cnl_act_min.assign(lo)
+        self.cnl_act_max.assign(hi)
+        self.cnl_act_steps.assign(max(1.0, float(keras.ops.convert_to_numpy(self.cnl_act_steps))))
 
     def save_own_variables(self, store):
         keras.layers.Layer.save_own_variables(self, store)
@@ -586,7 +745,8 @@ def quantize_model(model: keras.Model, bits: int = 8, per_channel: bool = True, 
         A new model; see :func:`quantization_report` for bytes and accuracy.
 
     Raises:
-        TypeError: ``model`` is not a Keras model, ``bits`` is not an int.
+        TypeError: ``model`` is not a Keras model, ``bits`` is not an int, ``per_channel`` or
+            ``symmetric`` is not a bool.
         ValueError: ``bits`` outside 1..16, unknown or unsupported layer, model not built,
             subclassed model, NaN weights.
 
@@ -597,6 +757,8 @@ def quantize_model(model: keras.Model, bits: int = 8, per_channel: bool = True, 
     """
     check_model(model)
     bits = check_positive_int(bits, "bits", maximum=MAX_BITS)
+    per_channel = check_bool(per_channel, "per_channel")
+    symmetric = check_bool(symmetric, "symmetric")
     chosen = {l.name for l in _select(model, layers)}
     specs: dict[str, tuple[int, bool, int | None]] = {}
 
@@ -628,15 +790,26 @@ def quantize_model(model: keras.Model, bits: int = 8, per_channel: bool = True, 
 
 
 def quantize_aware(model: keras.Model, bits: int = 8, per_channel: bool = True,
-                   activation_bits: int | None = None, layers: Iterable[str] | None = None) -> keras.Model:
+                   activation_bits: int | None = None, layers: Iterable[str] | None = None, *,
+                   calibration_data: Any = None, calibration: str | Callable = "minmax",
+                   ema_decay: float = 0.99) -> keras.Model:
     """Quantization-aware training: a new model whose kernels are fake-quantized in every forward pass.
 
     The forward pass uses ``dequantize(quantize(kernel))`` (symmetric, ``bits``); the backward
     pass treats rounding as the identity (straight-through estimator), so the float
     "shadow" kernel keeps learning small updates that rounding would erase. With
-    ``activation_bits`` the selected layers' outputs are fake-quantized too, over a range
-    tracked by an exponential moving average during training. Compile and ``fit`` it as
-    usual, then ``quantize_model(qat_model)`` gives the integer form.
+    ``activation_bits`` the selected layers' outputs are fake-quantized too (affine, see
+    :func:`fake_quantize`) over a range that is
+
+    * calibrated on ``calibration_data`` by a range rule (:func:`minmax_range`,
+      :func:`percentile_range`, :func:`mse_range`, or any ``rule(values, bits) -> (lo, hi)``),
+      when given, and
+    * tracked during training by an exponential moving average of each batch's min/max,
+      ``r <- ema_decay * r + (1 - ema_decay) * r_batch`` (the first batch sets it when no
+      calibration did).
+
+    Until a range is known the outputs pass through unquantized. Compile and ``fit`` the
+    model as usual, then ``quantize_model(qat_model)`` gives the integer weights.
 
     Args:
         model: a built functional or Sequential model (not changed; its weights initialise
@@ -646,17 +819,35 @@ def quantize_aware(model: keras.Model, bits: int = 8, per_channel: bool = True,
         activation_bits: fake-quantize the outputs of the selected layers at this width
             (2..16), or ``None`` for weights only.
         layers: names of the layers to train quantized; ``None`` = every supported layer.
+        calibration_data: example inputs ``(n, ...)`` whose activations set the initial
+            ranges (needs ``activation_bits``); a few hundred examples are enough.
+        calibration: ``"minmax"``, ``"percentile"``, ``"mse"`` or a callable range rule.
+        ema_decay: weight of the old range in the moving average, in [0, 1].
 
     Returns:
         A new, uncompiled model.
 
     Raises:
-        TypeError / ValueError: as :func:`quantize_model`, and ``activation_bits`` out of range.
+        TypeError / ValueError: as :func:`quantize_model`; ``activation_bits``, ``ema_decay``
+            or ``calibration`` out of range; ``calibration_data`` without ``activation_bits``
+            or of the wrong shape; a rule that returns a range not containing 0.
+
+    Example:
+        >>> qat = quantize_aware(model, bits=4, activation_bits=8,
+        ...                      calibration_data=x_train[:256])   # doctest: +SKIP
     """
     check_model(model)
     bits = check_positive_int(bits, "bits", maximum=MAX_BITS)
+    per_channel = check_bool(per_channel, "per_channel")
     if activation_bits is not None:
         check_positive_int(activation_bits, "activation_bits", minimum=2, maximum=MAX_BITS)
+    ema_decay = check_real(ema_decay, "ema_decay", minimum=0.0, maximum=1.0)
+    rule = _range_rule(calibration)
+    if calibration_data is not None:
+        if activation_bits is None:
+            raise ValueError("calibration_data sets activation ranges: it needs activation_bits "
+                             "(e.g. activation_bits=8)")
+        calibration_data = _check_examples(model, calibration_data, "calibration_data")
     chosen = {l.name for l in _select(model, layers)}
 
     def new_layer(layer):
@@ -665,7 +856,7 @@ def quantize_aware(model: keras.Model, bits: int = 8, per_channel: bool = True,
         cls = _base_type(layer)
         return _QAT[cls].from_config({**_plain_config(layer), "bits": bits,
                                       "axis": _output_axis(layer) if per_channel else None,
-                                      "activation_bits": activation_bits})
+                                      "activation_bits": activation_bits, "ema_decay": ema_decay})
 
     new = _rebuild(model, new_layer)
     for old, target in zip(model.layers, new.layers):
@@ -673,7 +864,55 @@ def quantize_aware(model: keras.Model, bits: int = 8, per_channel: bool = True,
             _copy_weights(old, target)
         else:
             target.set_weights(old.get_weights())
+    if calibration_data is not None:
+        _calibrate(new, calibration_data, rule)
     return new
+
+
+def _range_rule(calibration: Any) -> Callable:
+    if callable(calibration):
+        return calibration
+    if not isinstance(calibration, str):
+        raise TypeError(f"calibration must be a rule name or a callable rule(values, bits) -> "
+                        f"(lo, hi), got {type(calibration).__name__}")
+    if calibration not in RANGE_RULES:
+        raise ValueError(f"calibration must be one of {', '.join(map(repr, RANGE_RULES))} or a "
+                         f"callable, got {calibration!r}")
+    return RANGE_RULES[calibration]
+
+
+def _check_examples(model: keras.Model, data: Any, name: str) -> np.ndarray:
+    """``data`` as a float32 batch whose example shape fits ``model``'s (single) input."""
+    x = check_array(data, name)
+    want = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
+    if want is not None and (x.ndim != len(want) + 1 or
+                             any(w is not None and w != h for w, h in zip(want, x.shape[1:]))):
+        raise ValueError(f"{name} must have shape (n, {', '.join(map(str, want))}) "
+                         f"to fit the model's input, got {x.shape}")
+    return x.astype(np.float32)
+
+
+def _calibrate(model: keras.Model, x: np.ndarray, rule: Callable) -> None:
+    """Set every activation-quantizing QAT layer's range from its outputs on ``x``.
+
+    One pass, on the model as it computes before any range is known (fake-quantized
+    weights, activations passed through): like a post-training calibrator, each layer's
+    range comes from the activations of the unquantized layers before it.
+    """
+    targets = [l for l in model.layers if isinstance(l, _QATMixin) and l.activation_bits is not None]
+    probe = keras.Model(model.inputs, [l.output for l in targets])
+    outs = probe.predict(x, batch_size=256, verbose=0)
+    outs = outs if isinstance(outs, (list, tuple)) else [outs]
+    for layer, out in zip(targets, outs):
+        got = rule(np.asarray(out, np.float32), layer.activation_bits)
+        try:
+            lo, hi = (float(v) for v in got)
+        except (TypeError, ValueError):
+            raise TypeError(f"calibration rule must return two numbers (lo, hi), got {got!r}") from None
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo <= 0.0 <= hi):
+            raise ValueError(f"calibration rule must return a finite range lo <= 0 <= hi, got "
+                             f"({lo}, {hi}) for layer {layer.name!r}")
+        layer.set_activation_range(lo, hi)
 
 
 # ---------------------------------------------------------------------------------------

@@ -169,13 +169,9 @@ def test_array_errors(call, exc, match):
 # ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def digits():
-    return cnl.data.load_digits()
-
-
-@pytest.fixture(scope="module")
-def mlp(digits):
-    return cnl.models.train(cnl.models.seed_mlp(), digits, epochs=8)
+def mlp(_trained_mlp):
+    """The session's trained seed_mlp (conftest); tests here only read it."""
+    return _trained_mlp
 
 
 @pytest.fixture(scope="module")
@@ -395,3 +391,180 @@ print("OK")
 
 def test_qat_and_convert_inside_distribution_strategy(run_on_two_cpus):
     run_on_two_cpus(_STRATEGY_SCRIPT)
+
+
+# ---------------------------------------------------------------------------------------
+# QAT with fake-quantized activations (issue 12 item 1)
+# ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mlp2(digits):
+    """The issue's case: seed_mlp trained only 2 epochs (float accuracy about 0.66)."""
+    return cnl.models.train(cnl.models.seed_mlp(), digits, epochs=2)
+
+
+@pytest.mark.parametrize("calibrate", [False, True], ids=["pass-through", "calibrated"])
+def test_fresh_qat_with_activations_computes_like_float(mlp2, digits, calibrate):
+    """Before any training step, predict/evaluate/the first step must not collapse to chance."""
+    x, y = digits.x_test, digits.y_test
+    kwargs = {"calibration_data": digits.x_train} if calibrate else {}
+    qat = Q.quantize_aware(mlp2, bits=8, activation_bits=8, **kwargs)
+    p_float = keras.ops.convert_to_numpy(mlp2(x))
+    p_qat = qat.predict(x, verbose=0)
+    # 8-bit weights (and 8-bit activations over a calibrated range) stay close to float.
+    np.testing.assert_allclose(p_qat, p_float, atol=0.05)
+    agree = np.mean(p_qat.argmax(1) == p_float.argmax(1))
+    assert agree >= 0.97, agree
+    loss = keras.losses.SparseCategoricalCrossentropy()
+    cnl.models.compile_model(qat)
+    loss_qat = qat.evaluate(x, y, verbose=0)[0]
+    assert abs(loss_qat - float(loss(y, p_float))) < 0.05 * float(loss(y, p_float))
+    xb, yb = digits.x_train[:32], digits.y_train[:32]
+    ref = float(loss(yb, mlp2(xb)))
+    first = float(qat.train_on_batch(xb, yb, return_dict=True)["loss"])
+    assert abs(first - ref) < 0.1 * ref, (first, ref)
+    assert float(qat.get_layer("fc1").cnl_act_steps.numpy()) >= 1
+
+
+def test_calibration_sets_ranges_from_data(mlp2, digits):
+    qat = Q.quantize_aware(mlp2, bits=8, activation_bits=8, calibration_data=digits.x_train)
+    probe = keras.Model(mlp2.inputs, mlp2.get_layer("fc1").output)
+    act = probe.predict(digits.x_train, verbose=0)
+    layer = qat.get_layer("fc1")
+    # 8-bit fake-quantized weights change fc1's outputs by far less than their range.
+    assert float(layer.cnl_act_min.numpy()) == 0.0  # ReLU outputs: 0 is the low end
+    assert float(layer.cnl_act_max.numpy()) == pytest.approx(act.max(), rel=0.02)
+    pct = Q.quantize_aware(mlp2, bits=8, activation_bits=8, calibration_data=digits.x_train,
+                           calibration="percentile")
+    assert float(pct.get_layer("fc1").cnl_act_max.numpy()) < float(layer.cnl_act_max.numpy())
+    rule = lambda v, bits: (-1.0, 2.0)  # noqa: E731 - a callable rule
+    own = Q.quantize_aware(mlp2, activation_bits=4, calibration_data=digits.x_train[:10],
+                           calibration=rule)
+    assert float(own.get_layer("out").cnl_act_min.numpy()) == -1.0
+    assert float(own.get_layer("out").cnl_act_max.numpy()) == 2.0
+
+
+def test_ema_follows_batches_after_calibration(mlp2, digits):
+    qat = Q.quantize_aware(mlp2, bits=8, activation_bits=8, ema_decay=0.5,
+                           calibration_data=digits.x_train)
+    layer = qat.get_layer("fc1")
+    start = float(layer.cnl_act_max.numpy())
+    batch = digits.x_train[:16]
+    qat(batch, training=True)
+    # The range moves halfway (decay 0.5) towards the batch's own max of fc1's float output.
+    kernel = Q.fake_quant_weights(layer.kernel, 8, axis=1)
+    raw = np.maximum(batch @ keras.ops.convert_to_numpy(kernel) + layer.bias.numpy(), 0)
+    assert float(layer.cnl_act_max.numpy()) == pytest.approx(0.5 * start + 0.5 * raw.max(), rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------
+# Activation ranges: fake quantization and calibration rules (array math)
+# ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("lo, hi, bits", [(0.0, 1.0, 8), (-0.7, 2.3, 8), (-1.3, 0.4, 4),
+                                          (0.0, 6.0, 2), (-0.01, 5.0, 3)],
+                         ids=["relu8", "mixed8", "mostly-negative4", "relu2", "zero-nudged3"])
+def test_fake_quantize_is_tensorflows(lo, hi, bits):
+    x = np.random.default_rng(3).uniform(-3, 7, size=2000).astype(np.float32)
+    x[:5] = [0.0, lo, hi, lo - 1, hi + 1]
+    ours = Q.fake_quantize(x, lo, hi, bits)
+    theirs = keras.ops.convert_to_numpy(
+        keras.quantizers.fake_quant_with_min_max_vars(x, lo, hi, num_bits=bits))
+    step = (hi - lo) / (2 ** bits - 1)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6 * max(1.0, hi - lo))
+    assert ours[0] == 0.0                                  # 0 is exact (nudged zero point)
+    assert len(np.unique(ours)) <= 2 ** bits
+    inside = (x >= lo) & (x <= hi)
+    assert np.all(np.abs(ours - x)[inside] <= step + 1e-6)  # half a step plus the nudge
+
+
+def test_range_rules_by_hand():
+    x = np.concatenate([np.linspace(0, 1, 10_000), [50.0]]).astype(np.float32)
+    assert Q.minmax_range(x) == (0.0, 50.0)
+    assert Q.minmax_range(np.array([1.0, 2.0])) == (0.0, 2.0)       # 0 always inside
+    assert Q.minmax_range(np.array([-3.0, -1.0])) == (-3.0, 0.0)
+    lo, hi = Q.percentile_range(x, percentile=99.0)
+    assert lo == 0.0 and hi == pytest.approx(np.percentile(x, 99.0))
+    assert Q.percentile_range(x, percentile=100.0) == Q.minmax_range(x)
+    lo, hi = Q.mse_range(x, bits=4)
+    assert lo == 0.0 and 1.0 < hi < 50.0, hi                # the outlier is clipped
+    err = lambda r: np.mean((Q.fake_quantize(x, *r, bits=4) - x) ** 2)  # noqa: E731
+    assert err((lo, hi)) <= err(Q.minmax_range(x)) and err((lo, hi)) <= err((0.0, 1.0))
+    assert Q.mse_range(np.zeros(5, np.float32)) == (0.0, 0.0)
+    assert set(Q.RANGE_RULES) == {"minmax", "percentile", "mse"}
+
+
+def test_mse_range_prefers_tighter_ranges_at_fewer_bits():
+    x = np.abs(np.random.default_rng(0).laplace(size=20_000)).astype(np.float32)
+    his = [Q.mse_range(x, bits=b)[1] for b in (8, 4, 2)]
+    assert his[0] > his[1] > his[2]
+    assert Q.mse_range(x, bits=4, max_values=1000) == Q.mse_range(x, bits=4, max_values=1000)
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: Q.fake_quantize(np.ones(3), 0.0, 1.0, bits=1), ValueError, "bits must be in 2..16"),
+    (lambda: Q.fake_quantize(np.ones(3), 0.5, 1.0), ValueError, "lo must be a finite number <= 0"),
+    (lambda: Q.fake_quantize(np.ones(3), -1.0, -0.5), ValueError, "hi must be a finite number >= 0"),
+    (lambda: Q.fake_quantize(np.ones(3), 0.0, 0.0), ValueError, "hi must be greater than lo"),
+    (lambda: Q.fake_quantize(np.ones(3), "0", 1.0), TypeError, "lo must be a number"),
+    (lambda: Q.fake_quantize(np.ones(3), 0.0, float("nan")), ValueError, "hi must be a finite"),
+    (lambda: Q.fake_quantize(np.arange(3), 0.0, 1.0), TypeError, "floating-point"),
+    (lambda: Q.minmax_range(np.array([], np.float32)), ValueError, "must not be empty"),
+    (lambda: Q.percentile_range(np.ones(3), percentile=50), ValueError, "percentile must be"),
+    (lambda: Q.percentile_range(np.ones(3), percentile=101), ValueError, "percentile must be"),
+    (lambda: Q.percentile_range(np.ones(3), percentile="99"), TypeError, "percentile must be a number"),
+    (lambda: Q.mse_range(np.ones(3), candidates=0), ValueError, "candidates must be >= 1"),
+    (lambda: Q.mse_range(np.ones(3), bits=17), ValueError, "bits must be in 2..16"),
+    (lambda: Q.mse_range(np.ones(3), max_values=1.5), TypeError, "max_values must be an integer"),
+    (lambda: Q.quantize(np.ones(3, np.float32), symmetric=1), TypeError, "symmetric must be True or False"),
+], ids=["fq-bits", "fq-lo-positive", "fq-hi-negative", "fq-empty-range", "fq-lo-type", "fq-hi-nan",
+        "fq-int", "minmax-empty", "pct-low", "pct-high", "pct-type", "mse-candidates", "mse-bits",
+        "mse-max-values", "quantize-symmetric"])
+def test_activation_math_errors(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"symmetric": "yes"}, TypeError, "symmetric must be True or False"),
+    ({"per_channel": 1}, TypeError, "per_channel must be True or False"),
+    ({"per_channel": None}, TypeError, "per_channel must be True or False"),
+], ids=["symmetric-str", "per-channel-int", "per-channel-none"])
+def test_quantize_model_flag_errors(mlp, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        Q.quantize_model(mlp, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"per_channel": "no"}, TypeError, "per_channel must be True or False"),
+    ({"ema_decay": "0.9"}, TypeError, "ema_decay must be a number"),
+    ({"ema_decay": 1.5}, ValueError, r"ema_decay must be a finite number >= 0 and <= 1"),
+    ({"ema_decay": -0.1}, ValueError, "ema_decay must be a finite number"),
+    ({"ema_decay": float("nan")}, ValueError, "ema_decay must be a finite number"),
+    ({"calibration": "max"}, ValueError, "calibration must be one of 'minmax', 'percentile', 'mse'"),
+    ({"calibration": 3}, TypeError, "calibration must be a rule name or a callable"),
+    ({"calibration_data": np.zeros((4, 64), np.float32)}, ValueError, "needs activation_bits"),
+    ({"activation_bits": 8, "calibration_data": np.zeros((4, 7), np.float32)}, ValueError,
+     r"calibration_data must have shape \(n, 64\)"),
+    ({"activation_bits": 8, "calibration_data": np.zeros((0, 64), np.float32)}, ValueError,
+     "calibration_data must not be empty"),
+    ({"activation_bits": 8, "calibration_data": np.ones((2, 64)),
+      "calibration": lambda v, b: (0.5, 1.0)}, ValueError, "lo <= 0 <= hi"),
+    ({"activation_bits": 8, "calibration_data": np.ones((2, 64)),
+      "calibration": lambda v, b: 1.0}, TypeError, "must return two numbers"),
+], ids=["per-channel", "ema-type", "ema-high", "ema-low", "ema-nan", "rule-name", "rule-type",
+        "data-without-bits", "data-shape", "data-empty", "rule-range", "rule-return"])
+def test_quantize_aware_argument_errors(mlp, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        Q.quantize_aware(mlp, **kwargs)
+
+
+def test_qat_layer_argument_errors():
+    with pytest.raises(TypeError, match="ema_decay must be a number"):
+        Q.QATDense(3, activation_bits=8, ema_decay=None)
+    with pytest.raises(TypeError, match="axis must be an int or None"):
+        Q.QATDense(3, axis="last")
+    layer = Q.QATDense(3)
+    layer.build((None, 4))
+    with pytest.raises(ValueError, match="does not quantize its outputs"):
+        layer.set_activation_range(0.0, 1.0)
