@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from typing import Any, Callable, NamedTuple, Sequence
@@ -31,7 +32,7 @@ import keras
 import numpy as np
 
 from compressnet_lite._checks import (
-    check_array, check_choice, check_fraction, check_layer, check_model, check_positive_int,
+    check_array, check_choice, check_fraction, check_model, check_positive_int, check_real,
 )
 
 __all__ = [
@@ -40,7 +41,7 @@ __all__ = [
     "l1_scores", "l2_scores", "mean_activation_scores", "apoz_scores",
     # schedules and criteria
     "ConstantSparsity", "PolynomialDecay", "magnitude", "gradient", "taylor",
-    "WEIGHT_CRITERIA", "NEURON_CRITERIA", "neuron_scores",
+    "WEIGHT_CRITERIA", "NEURON_CRITERIA", "GroupImportance", "neuron_scores", "normalize_scores",
     # Keras glue
     "MaskConstraint", "PrunableDense", "PrunableConv2D", "prune", "strip", "masks",
     "PruningCallback", "prune_neurons", "save_sparse", "load_sparse", "SparseBytes", "sparse_bytes",
@@ -362,13 +363,12 @@ def _plain_class(layer: keras.layers.Layer) -> type | None:
 
 
 def _select_layers(model: keras.Model, layers: Sequence[Any] | None) -> list[keras.layers.Layer]:
-    """The Dense/Conv2D layers to prune (all of them by default), in model order."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            raise ValueError(f"layer {layer.name!r} is a nested model; pruning supports flat "
-                             "Sequential and functional models")
+    """The Dense/Conv2D layers to prune (all of them by default, nested models included), in graph order."""
+    from compressnet_lite import surgery
+
+    all_layers = surgery.graph_layers(model)
     if layers is None:
-        chosen = [l for l in model.layers if _plain_class(l) is not None]
+        chosen = [l for l in all_layers if _plain_class(l) is not None]
         if not chosen:
             raise ValueError(f"model {model.name!r} has no Dense or Conv2D layer to prune")
         return chosen
@@ -376,21 +376,14 @@ def _select_layers(model: keras.Model, layers: Sequence[Any] | None) -> list[ker
         layers = [layers]
     chosen = []
     for item in layers:
-        layer = check_layer(model, item, "layers")
+        layer = surgery._find_layer(model, item, "layers")
         if _plain_class(layer) is None:
             raise ValueError(f"layer {layer.name!r} is a {type(layer).__name__}; pruning supports "
                              "Dense and Conv2D layers")
         chosen.append(layer)
     if not chosen:
         raise ValueError("layers must name at least one layer")
-    return [l for l in model.layers if any(l is c for c in chosen)]
-
-
-def _clone(model: keras.Model, make: Callable[[keras.layers.Layer], keras.layers.Layer]) -> keras.Model:
-    if not (isinstance(model, keras.Sequential) or hasattr(model, "_nodes_by_depth")):
-        raise ValueError(f"model {model.name!r} is a subclassed {type(model).__name__}; pruning "
-                         "needs a Sequential or functional model")
-    return keras.models.clone_model(model, clone_function=make)
+    return [l for l in all_layers if any(l is c for c in chosen)]
 
 
 def _np(v: Any) -> np.ndarray:
@@ -398,30 +391,26 @@ def _np(v: Any) -> np.ndarray:
 
 
 def masks(model: keras.Model) -> dict[str, np.ndarray]:
-    """The pruning masks of ``model``'s masked layers, by layer name."""
+    """The pruning masks of ``model``'s masked layers (nested models included), by layer name."""
+    from compressnet_lite import surgery
+
     check_model(model)
-    return {l.name: _np(l.cnl_mask) for l in model.layers if isinstance(l, _Prunable)}
+    return {l.name: _np(l.cnl_mask) for l in surgery.graph_layers(model) if isinstance(l, _Prunable)}
 
 
 def _with_masks(model: keras.Model, new_masks: dict[str, np.ndarray]) -> keras.Model:
     """A copy of ``model`` whose layers in ``new_masks`` are masked layers holding those masks."""
-    def make(layer):
-        cls = _PRUNABLE.get(type(layer)) if layer.name in new_masks else None
-        return (cls or type(layer)).from_config(layer.get_config())
+    from compressnet_lite import surgery
 
-    new = _clone(model, make)
-    for old in model.layers:
-        if isinstance(old, keras.layers.InputLayer):
-            continue  # no weights; clone_model may rename an unnamed input
-        layer = new.get_layer(old.name)
-        if isinstance(layer, _Prunable) and not isinstance(old, _Prunable):
-            layer.kernel.assign(_np(old.kernel))
-            if old.use_bias:
-                layer.bias.assign(_np(old.bias))
-        else:
-            layer.set_weights(old.get_weights())
-        if old.name in new_masks:
-            layer.apply_mask(new_masks[old.name])
+    def make(layer):
+        if layer.name in new_masks and type(layer) in _PRUNABLE:
+            return _PRUNABLE[type(layer)].from_config(layer.get_config())
+        return None
+
+    new = surgery.rewrite(model, make)  # kernel, bias (and an existing mask) copied by path
+    by_name = {l.name: l for l in surgery.graph_layers(new)}
+    for name, mask in new_masks.items():
+        by_name[name].apply_mask(mask)
     return new
 
 
@@ -495,21 +484,6 @@ WEIGHT_CRITERIA: dict[str, Callable] = {"magnitude": magnitude, "gradient": grad
 _NEEDS_DATA = {"gradient", "taylor", "mean_activation", "apoz"}
 
 
-def _activations(model: keras.Model, layer: keras.layers.Layer, data: Any) -> np.ndarray:
-    x, _ = _batch(data)
-    probe = keras.Model(model.inputs, layer.output)
-    return probe.predict(x, batch_size=512, verbose=0)
-
-
-NEURON_CRITERIA: dict[str, Callable] = {
-    "l1": lambda model, layer, data=None: l1_scores(_np(layer.kernel)),
-    "l2": lambda model, layer, data=None: l2_scores(_np(layer.kernel)),
-    "mean_activation": lambda model, layer, data: mean_activation_scores(_activations(model, layer, data)),
-    "apoz": lambda model, layer, data: apoz_scores(_activations(model, layer, data)),
-}
-"""Neuron/filter criteria by name: ``fn(model, layer, data) -> one score per output unit``."""
-
-
 def _criterion(criterion: Any, table: dict, data: Any) -> Callable:
     if callable(criterion):
         return criterion
@@ -517,18 +491,6 @@ def _criterion(criterion: Any, table: dict, data: Any) -> Callable:
     if criterion in _NEEDS_DATA and data is None:
         raise ValueError(f"criterion {criterion!r} needs data: pass data=(x, y) or a Dataset")
     return table[criterion]
-
-
-def neuron_scores(model: keras.Model, layer: Any, criterion: Any = "l1", data: Any = None) -> np.ndarray:
-    """One importance score per output unit of a Dense/Conv2D ``layer`` (higher = keep)."""
-    check_model(model)
-    layer = check_layer(model, layer)
-    fn = _criterion(criterion, NEURON_CRITERIA, data)
-    scores = np.asarray(fn(model, layer, data), dtype=np.float64)
-    if scores.shape != (int(layer.kernel.shape[-1]),):
-        raise ValueError(f"criterion returned shape {scores.shape} for layer {layer.name!r}, "
-                         f"expected ({int(layer.kernel.shape[-1])},)")
-    return scores
 
 
 # =======================================================================================
@@ -617,24 +579,17 @@ def strip(model: keras.Model) -> keras.Model:
     Raises:
         ValueError: unbuilt model, NaN weights, subclassed model.
     """
+    from compressnet_lite import surgery
+
     check_model(model)
+    masked = [l for l in surgery.graph_layers(model) if isinstance(l, _Prunable)]
+    ids = {id(l) for l in masked}
 
     def make(layer):
-        cls = _plain_class(layer) if isinstance(layer, _Prunable) else type(layer)
-        return cls.from_config(layer.get_config())
+        return _plain_class(layer).from_config(layer.get_config()) if id(layer) in ids else None
 
-    new = _clone(model, make)
-    for old in model.layers:
-        if isinstance(old, keras.layers.InputLayer):
-            continue  # no weights; clone_model may rename an unnamed input
-        layer = new.get_layer(old.name)
-        if isinstance(old, _Prunable):
-            layer.kernel.assign(_np(old.kernel) * _np(old.cnl_mask))
-            if old.use_bias:
-                layer.bias.assign(_np(old.bias))
-        else:
-            layer.set_weights(old.get_weights())
-    return new
+    return surgery.rewrite(model, make, weights={
+        l.name: {"kernel": _np(l.kernel) * _np(l.cnl_mask)} for l in masked})
 
 
 def _masks_assigner(layers: list) -> Callable:
@@ -718,67 +673,284 @@ class PruningCallback(keras.callbacks.Callback):
 # Structured pruning: physically smaller models
 # =======================================================================================
 
-def prune_neurons(model: keras.Model, fraction: float | None = None, threshold: float | None = None,
-                  criterion: Any = "l1", data: Any = None,
-                  layers: Sequence[Any] | None = None) -> keras.Model:
-    """Remove whole units (Dense) or filters (Conv2D): a smaller model, same outputs as the
-    original with those units' outgoing weights set to zero.
+_NOT_IMPORTANCE = ("bias", "beta", "moving_mean", "moving_variance", "mean", "variance", "count")
 
-    Scores come from the original model (before any removal); each chosen layer then
-    loses its lowest-scoring units through :func:`compressnet_lite.surgery.keep_units`,
-    which also drops the matching inputs of the next layer. At least one unit is kept.
+
+class GroupImportance:
+    """Importance of each unit of a dependency group, aggregated over the group's members.
+
+    A structured-pruning criterion in the spirit of Torch-Pruning's group importance (Fang
+    et al. 2023): every member with weights along the group's channels (the producers'
+    output filters, the consumers' input rows, BatchNormalization's scale, a depthwise
+    kernel, attention heads' projections) gives a local score per unit, and the local
+    scores are reduced over members. Biases and shifts do not count.
 
     Args:
-        model: a built Sequential or functional chain (masks are stripped first).
-        fraction: fraction of each chosen layer's units to remove, in [0, 1).
-        threshold: remove units whose score is below it (give exactly one of the two).
-        criterion: ``"l1"``, ``"l2"`` (norms of incoming weights), ``"mean_activation"``,
-            ``"apoz"`` (on ``data``), or ``fn(model, layer, data) -> scores``.
-        data: inputs (or ``(x, y)``, a Dataset) for the activation criteria.
-        layers: names of the Dense/Conv2D layers to shrink; default: every Dense/Conv2D
-            layer except the last (the output layer cannot shrink).
+        kind: ``"l1"`` (sum of ``|w|`` over the unit's slice), ``"l2"`` (sum of ``w**2``,
+            as Torch-Pruning's ``GroupMagnitudeImportance(p=2)``), ``"taylor"`` (sum of
+            ``|w * dL/dw|``, the first-order estimate of the loss change, Molchanov et al.
+            2019; needs labelled data), ``"mean_activation"`` (mean ``|a|`` of the unit on the
+            tensors its consumers read) or ``"apoz"`` (fraction of non-zero activations,
+            Hu et al. 2016); the activation kinds need data and do not use ``members``.
+        members: ``"all"`` or ``"producers"`` (only the weights that compute each unit: the
+            filter norm of Li et al. 2017, "Pruning Filters for Efficient ConvNets").
+        reduce: ``"mean"`` or ``"sum"`` over members.
 
-    Returns:
-        A new, uncompiled model.
+    Example:
+        >>> from compressnet_lite import surgery
+        >>> model = cnl.models.seed_mlp()
+        >>> group = surgery.group_of(model, "fc1")
+        >>> GroupImportance("l1")(model, group).shape
+        (64,)
+    """
+
+    KINDS = ("l1", "l2", "taylor", "mean_activation", "apoz")
+
+    def __init__(self, kind: str = "l1", members: str = "all", reduce: str = "mean") -> None:
+        self.kind = check_choice(kind, "kind", self.KINDS)
+        self.members = check_choice(members, "members", ("all", "producers"))
+        self.reduce = check_choice(reduce, "reduce", ("mean", "sum"))
+
+    @property
+    def needs_data(self) -> bool:
+        return self.kind in ("taylor", "mean_activation", "apoz")
+
+    def __repr__(self) -> str:
+        return f"GroupImportance({self.kind!r}, members={self.members!r}, reduce={self.reduce!r})"
+
+    def __call__(self, model: keras.Model, group: Any, data: Any = None) -> np.ndarray:
+        if self.needs_data and data is None:
+            raise ValueError(f"criterion {self.kind!r} needs data: pass data=(x, y) or a Dataset")
+        if self.kind in ("mean_activation", "apoz"):
+            x, _ = _batch(data)
+            acts = group.activations(x)
+            if self.kind == "mean_activation":
+                per = [np.abs(a).mean(axis=(0, 2)) for a in acts]
+            else:
+                per = [(a != 0).mean(axis=(0, 2)) for a in acts]
+            return self._combine(per)
+        members = [m for m in group.members
+                   if self.members == "all" or m.role in ("producer", "heads")]
+        grads = self._gradients(model, members, data) if self.kind == "taylor" else None
+        per = []
+        for m in members:
+            total, counted = np.zeros(group.units), False
+            for (path, axis, block), w in zip(m.slices, m.weight_slices()):
+                if path.split("/")[-1] in _NOT_IMPORTANCE:
+                    continue
+                if self.kind == "l1":
+                    total += np.abs(w).sum(axis=1)
+                elif self.kind == "l2":
+                    total += np.square(w).sum(axis=1)
+                else:
+                    total += np.abs(w * grads[(id(m), path)]).sum(axis=1)
+                counted = True
+            if counted:
+                per.append(total)
+        if not per:
+            raise ValueError(f"group {group.index} ({group.root!r}) has no weights for criterion "
+                             f"{self!r}")
+        return self._combine(per)
+
+    def _combine(self, per: list[np.ndarray]) -> np.ndarray:
+        stacked = np.stack(per)
+        return stacked.mean(axis=0) if self.reduce == "mean" else stacked.sum(axis=0)
+
+    def _gradients(self, model, members, data) -> dict:
+        from compressnet_lite import _backend, surgery
+
+        x, y = _batch(data)
+        if y is None:
+            raise ValueError("data needs labels for the Taylor criterion: pass (x, y)")
+        wanted = []
+        for m in members:
+            variables = surgery._relative_variables(m.layer)
+            for path, _, _ in m.slices:
+                if path.split("/")[-1] not in _NOT_IMPORTANCE:
+                    wanted.append((m, path, variables[path]))
+        unique = list({id(v): v for _, _, v in wanted}.values())
+        grads = dict(zip((id(v) for v in unique),
+                         _backend.loss_gradients(model, unique, x, y, loss=_loss(model))))
+        out = {}
+        for m, path, v in wanted:
+            g = np.moveaxis(np.asarray(grads[id(v)]), [a for p, a, _ in m.slices if p == path][0], 0)
+            block = [b for p, _, b in m.slices if p == path][0]
+            rows = surgery._rows(m.index, block)
+            out[(id(m), path)] = g[rows].reshape(rows.shape[0], -1)
+        return out
+
+
+NEURON_CRITERIA: dict[str, Callable] = {kind: GroupImportance(kind) for kind in GroupImportance.KINDS}
+"""Unit criteria by name (:class:`GroupImportance` over every member): ``fn(model, group, data)
+-> one score per unit of the dependency group``."""
+
+
+def neuron_scores(model: keras.Model, layer: Any, criterion: Any = "l1", data: Any = None) -> np.ndarray:
+    """One importance score per unit of the dependency group ``layer`` produces (higher = keep).
+
+    Args:
+        model: a built Sequential or functional model.
+        layer: a layer producing a channel group (see :func:`compressnet_lite.surgery.group_of`).
+        criterion: a name of :data:`NEURON_CRITERIA`, a :class:`GroupImportance`, or any
+            ``fn(model, group, data) -> (units,) scores``.
+        data: ``(x, y)`` or a Dataset, for the criteria that need data.
 
     Raises:
-        ValueError: both/neither of fraction and threshold, bad values, unsupported graph
-            or layer (see :func:`compressnet_lite.surgery.keep_units`), criterion needing
-            data without data.
+        ValueError: unknown layer or criterion, scores of the wrong shape or not finite.
+    """
+    from compressnet_lite import surgery
+
+    check_model(model)
+    group = surgery.group_of(model, layer)
+    return _group_scores(model, group, _criterion(criterion, NEURON_CRITERIA, data), data)
+
+
+def _group_scores(model: keras.Model, group: Any, fn: Callable, data: Any) -> np.ndarray:
+    scores = np.asarray(fn(model, group, data), dtype=np.float64)
+    if scores.shape != (group.units,):
+        raise ValueError(f"criterion returned shape {scores.shape} for group {group.root!r}, "
+                         f"expected ({group.units},)")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError(f"criterion returned NaN or infinite scores for group {group.root!r}")
+    return scores
+
+
+def normalize_scores(scores: Any, method: str | None = "mean") -> np.ndarray:
+    """Make one group's unit scores comparable with another group's (for ``scope="global"``).
+
+    ``"mean"`` and ``"max"`` divide by the group's mean or maximum; ``"lamp"`` is the LAMP
+    score of Lee et al. 2021, ``s_i / sum_{s_j >= s_i} s_j`` (the unit's share of what
+    remains when every smaller unit is gone); ``None`` leaves them as they are.
+
+    Example:
+        >>> normalize_scores([1.0, 2.0, 3.0], "lamp").round(3)
+        array([0.167, 0.4  , 1.   ])
+    """
+    s = check_array(scores, "scores", ndim=1).astype(np.float64)
+    if method is None:
+        return s
+    check_choice(method, "normalize", ("mean", "max", "lamp"))
+    if method == "lamp":
+        order = np.argsort(s, kind="stable")
+        tail = np.cumsum(s[order][::-1])[::-1]       # sum of s_j >= s_i, over the sorted order
+        out = np.empty_like(s)
+        out[order] = s[order] / np.where(tail > 0, tail, 1.0)
+        return out
+    scale = s.mean() if method == "mean" else s.max()
+    return s / scale if scale > 0 else s
+
+
+def _round_keep(n_keep: int, units: int, unit_channels: int, round_to: int | None) -> int:
+    """Kept units such that kept channels are a multiple of ``round_to`` (or all units)."""
+    if not round_to:
+        return n_keep
+    step = round_to // math.gcd(round_to, unit_channels)
+    return min(units, int(math.ceil(n_keep / step) * step))
+
+
+def prune_neurons(model: keras.Model, fraction: float | None = None, threshold: float | None = None,
+                  criterion: Any = "l1", data: Any = None, layers: Sequence[Any] | None = None, *,
+                  scope: str = "layer", normalize: str | None = "mean",
+                  round_to: int | None = None) -> keras.Model:
+    """Remove whole units (channels, filters, attention heads) of any functional graph.
+
+    The units are those of :func:`compressnet_lite.surgery.dependency_groups`: in a chain,
+    a layer's outputs and the next layer's matching input rows; in a residual network,
+    every channel of a residual stream with every layer that reads or writes it; in a
+    transformer, attention heads and feed-forward units. Scores come from the original
+    model; each group keeps its highest-scoring units (at least one) and
+    :func:`compressnet_lite.surgery.keep_channels` cuts every member. The result computes
+    what the original computes when the removed units' outgoing weights are zero.
+
+    Args:
+        model: a built Sequential or functional model (pruning masks are stripped first).
+        fraction: fraction of the units to remove, in [0, 1): of every group
+            (``scope="layer"``) or of all chosen units together (``scope="global"``).
+        threshold: remove the units scoring below it instead (give exactly one of the two).
+        criterion: a name of :data:`NEURON_CRITERIA` (``"l1"``, ``"l2"``, ``"taylor"``,
+            ``"mean_activation"``, ``"apoz"``), a :class:`GroupImportance`, or any
+            ``fn(model, group, data) -> scores``.
+        data: ``(x, y)`` or a Dataset, for the criteria that need data.
+        layers: names of layers whose output groups to prune; default: every prunable group.
+        scope: ``"layer"`` (every group loses the same fraction) or ``"global"`` (scores are
+            normalised per group, then ranked together).
+        normalize: for ``scope="global"``: ``"mean"``, ``"max"``, ``"lamp"`` or ``None``
+            (:func:`normalize_scores`); thresholds apply to the normalised scores then.
+        round_to: keep channel counts multiples of this (e.g. 8 for fast kernels).
+
+    Returns:
+        A new, smaller, uncompiled model; ``model`` is not changed.
+
+    Raises:
+        TypeError / ValueError: both/neither of fraction and threshold, bad values, unknown
+            scope/criterion/normalize, a named layer whose group cannot be pruned (the
+            reason is given), a criterion needing data without data, a model with no
+            prunable group.
+
+    Example:
+        >>> small = prune_neurons(cnl.models.seed_mlp(), 0.5)
+        >>> small.get_layer("fc1").units, small.get_layer("fc2").units
+        (32, 16)
     """
     from compressnet_lite import surgery
 
     check_model(model)
     if (fraction is None) == (threshold is None):
-        raise ValueError("give exactly one of fraction or threshold")
+        raise ValueError(f"give exactly one of fraction or threshold, got fraction={fraction}, "
+                         f"threshold={threshold}")
     if fraction is not None:
         fraction = check_fraction(fraction, "fraction")
-    elif not np.isfinite(threshold):
-        raise ValueError(f"threshold must be finite, got {threshold}")
-    fn = _criterion(criterion, NEURON_CRITERIA, data)
-    if any(isinstance(l, _Prunable) for l in model.layers):
-        model = strip(model)
-    chain = surgery.chain_layers(model)
-    if layers is None:
-        weighted = [l for l in chain if _plain_class(l) is not None]
-        chosen = weighted[:-1]
-        if not chosen:
-            raise ValueError(f"model {model.name!r} has no Dense/Conv2D layer before its output layer")
     else:
-        chosen = _select_layers(model, layers)
+        threshold = check_real(threshold, "threshold")
+    check_choice(scope, "scope", ("layer", "global"))
+    if normalize is not None:
+        check_choice(normalize, "normalize", ("mean", "max", "lamp"))
+    if round_to is not None:
+        round_to = check_positive_int(round_to, "round_to")
+    fn = _criterion(criterion, NEURON_CRITERIA, data)
+    if any(isinstance(l, _Prunable) for l in surgery.graph_layers(model)):
+        model = strip(model)
+    groups = surgery.dependency_groups(model)
+    if layers is None:
+        chosen = groups.prunable()
+        if not chosen:
+            raise ValueError(f"model {model.name!r} has no prunable channel group: {groups!r}")
+    else:
+        names = [layers] if isinstance(layers, (str, keras.layers.Layer)) else list(layers)
+        if not names:
+            raise ValueError("layers must name at least one layer")
+        chosen = []
+        for name in names:
+            group = surgery.group_of(model, name, groups)
+            if not group.prunable:
+                raise ValueError(f"the outputs of layer {group.root!r} cannot be pruned: {group.reason}")
+            if group not in chosen:
+                chosen.append(group)
+    scores = {g: _group_scores(model, g, fn, data) for g in chosen}
+    if scope == "global":
+        scores = {g: normalize_scores(s, normalize) for g, s in scores.items()}
+    keep_mask = {}
+    if threshold is not None:
+        keep_mask = {g: s >= threshold for g, s in scores.items()}
+    elif scope == "layer":
+        keep_mask = {g: score_mask(s, fraction).astype(bool) for g, s in scores.items()}
+    else:
+        pooled = np.concatenate([scores[g] for g in chosen])
+        mask = score_mask(pooled, fraction).astype(bool)
+        cuts = np.cumsum([0] + [g.units for g in chosen])
+        keep_mask = {g: mask[cuts[i]:cuts[i + 1]] for i, g in enumerate(chosen)}
     keeps = {}
-    for layer in chosen:
-        scores = neuron_scores(model, layer, fn, data)
-        if fraction is not None:
-            keep = score_mask(scores, fraction).astype(bool)
-        else:
-            keep = scores >= threshold
-        if not keep.any():
-            keep[int(np.argmax(scores))] = True
-        keeps[layer.name] = np.flatnonzero(keep)
-    for name, keep in keeps.items():
-        model = surgery.keep_units(model, name, keep)
-    return model
+    for g, mask in keep_mask.items():
+        s = scores[g]
+        width = next((m.index.shape[1] for m in g.members if m.role == "producer"), 1)
+        n_keep = _round_keep(max(1, int(mask.sum())), g.units, width, round_to)
+        order = np.argsort(-s, kind="stable")          # best first, earlier unit on ties
+        keep = np.sort(order[:n_keep]) if n_keep != int(mask.sum()) else np.flatnonzero(mask)
+        if keep.size < g.units:
+            keeps[g] = keep
+    if not keeps:
+        return surgery.rewrite(model)
+    return surgery.keep_channels(model, keeps)
 
 
 # =======================================================================================

@@ -479,7 +479,7 @@ def replace_layer(model: keras.Model, layer: Any, new_layers: Sequence[keras.lay
 
 def _find_layer(model: keras.Model, layer: Any, name: str = "layer") -> keras.layers.Layer:
     """A layer of ``model`` or of its nested sub-models, by name or instance."""
-    layers = graph_layers(model)
+    layers = [l for l in model.layers if isinstance(l, keras.layers.InputLayer)] + graph_layers(model)
     if isinstance(layer, keras.layers.Layer):
         if any(l is layer for l in layers):
             return layer
@@ -514,6 +514,7 @@ class _Space:
     name: str = ""                 # "in", "out", "ch", "heads", ... (param spaces); tensor name
     role: str = ""                 # "producer", "consumer", "channel", "heads", "" (no weights)
     slices: tuple = ()             # ((relative weight path, axis, block), ...)
+    tensor: Any = dataclasses.field(default=None, compare=False)   # the KerasTensor (tensor spaces)
 
 
 @dataclasses.dataclass(eq=False)
@@ -578,6 +579,23 @@ class DependencyGroup:
     scalable: bool
     model: Any = None
     _spaces: list = dataclasses.field(default_factory=list)  # [(_Space, index (units, k))]
+    read: list = dataclasses.field(default_factory=list)     # [(KerasTensor, index)] consumers read
+
+    def activations(self, x: Any, batch_size: int = 256) -> list[np.ndarray]:
+        """The group's channels on ``x``: one ``(examples, units, k)`` array per tensor its
+        consumers read (``k`` positions per unit, e.g. spatial positions after a Flatten),
+        with every other axis (positions in a feature map) flattened into the examples."""
+        if not self.read:
+            raise ValueError(f"group {self.index} ({self.root!r}) has no tensor in the outer graph that "
+                             "a consumer reads; activation criteria cannot see its channels")
+        probe = keras.Model(self.model.inputs, [t for t, _ in self.read])
+        outs = probe.predict(x, batch_size=batch_size, verbose=0)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        result = []
+        for a, (_, idx) in zip(outs, self.read):
+            a = np.asarray(a).reshape(-1, np.shape(a)[-1])
+            result.append(a[:, idx])
+        return result
 
     @property
     def producers(self) -> list[str]:
@@ -638,6 +656,8 @@ class _Analysis:
         self.flags: list[tuple[str, np.ndarray, str]] = []   # (kind, slots, reason)
         self.tensor_names: dict[int, str] = {}
         self.visits: dict[int, list[str]] = {}                # space id -> layer names
+        self.read: set[int] = set()                           # tensor spaces a consumer reads
+        self.top: set[int] = set()                            # tensor spaces of the outer graph
 
     def _new(self, size: int, **kw) -> _Space:
         space = _Space(id=len(self.spaces), start=self.size, size=int(size), **kw)
@@ -650,7 +670,8 @@ class _Analysis:
         if space is None:
             shape = tuple(x.shape)
             size = shape[-1] if len(shape) >= 2 and isinstance(shape[-1], int) else 1
-            space = self.tensor_spaces[id(x)] = self._new(size, kind="tensor", name=getattr(x, "name", ""))
+            space = self.tensor_spaces[id(x)] = self._new(size, kind="tensor", name=getattr(x, "name", ""),
+                                                          tensor=x)
             if not (len(shape) >= 2 and isinstance(shape[-1], int)):
                 self.flag("block", space, f"tensor {getattr(x, 'name', '?')} of shape {shape} has no "
                           "channel axis")
@@ -1173,7 +1194,7 @@ def _rule_for(layer: Any) -> Callable | None:
     return None
 
 
-def _walk(an: _Analysis, model: keras.Model, layers_of: dict) -> None:
+def _walk(an: _Analysis, model: keras.Model, layers_of: dict, top: bool = True) -> None:
     """Apply each node's rule; nested models are walked with their inputs/outputs linked."""
     for node in _nodes(model):
         op = node.operation
@@ -1185,7 +1206,7 @@ def _walk(an: _Analysis, model: keras.Model, layers_of: dict) -> None:
             inner = _graph(op)
             for outer, inner_x in zip(node.input_tensors, inner.inputs):
                 an.link(an.tensor(outer), an.tensor(inner_x))
-            _walk(an, op, layers_of)
+            _walk(an, op, layers_of, top=False)
             for outer, inner_y in zip(node.outputs, inner.outputs):
                 an.link(an.tensor(outer), an.tensor(inner_y))
             continue
@@ -1197,9 +1218,15 @@ def _walk(an: _Analysis, model: keras.Model, layers_of: dict) -> None:
             rule(an, op, node)
         for t in list(node.input_tensors) + list(node.outputs):
             an.visit(an.tensor(t), op)
+            if top:
+                an.top.add(an.tensor(t).id)
         for space in an.spaces[before:]:
             if space.kind == "param":
                 an.visit(space, op)
+        if any(an.param_spaces.get((id(op), name)) is not None and an.param_spaces[(id(op), name)].role ==
+               "consumer" for name in ("in", "query", "key", "value")):
+            for t in node.input_tensors:
+                an.read.add(an.tensor(t).id)
 
 
 def _components(an: _Analysis) -> np.ndarray:
@@ -1332,8 +1359,9 @@ def dependency_groups(model: keras.Model, *, prune_inputs: bool = False,
                     layer_names.append(name)
         has_channel_params = any(m.role in ("channel",) for m in members)
         scalable = not flags["noscale"][slot_ids].any() and not has_channel_params
+        read = [(s.tensor, idx) for s, idx in spaces if s.kind == "tensor" and s.id in an.read and s.id in an.top]
         groups.append(DependencyGroup(len(groups), len(comps), members, layer_names, not blocked, reason,
-                                      merge_reason, scalable, model, spaces))
+                                      merge_reason, scalable, model, spaces, read))
     return DependencyGroups(groups)
 
 

@@ -273,7 +273,6 @@ def _nested():
                  id="unsupported-layer"),
     pytest.param(_nan_model, {"sparsity": 0.5}, ValueError, "NaN", id="nan-weights"),
     pytest.param(_subclassed, {"sparsity": 0.5}, ValueError, "subclassed", id="subclassed"),
-    pytest.param(_nested, {"sparsity": 0.5}, ValueError, "nested model", id="nested"),
     pytest.param(lambda: keras.Sequential([keras.layers.Dense(2)]), {"sparsity": 0.5}, ValueError,
                  "not built",
                  id="unbuilt"),
@@ -431,9 +430,40 @@ def test_prune_neurons_equals_masked_original(make, x, criterion, fraction):
     assert metrics.flops(small) < metrics.flops(model)
 
 
+def test_prune_reaches_layers_of_nested_models():
+    model = _nested()
+    pruned = pruning.prune(model, 0.5)
+    inner = pruned.layers[1]
+    assert isinstance(inner.get_layer("fc1"), pruning.PrunableDense)
+    assert set(pruning.masks(pruned)) == {"fc1", "fc2", "out", "o"}
+    assert abs(cnl_sparsity(pruned) - 0.5) < 0.01
+    plain = pruning.strip(pruned)
+    np.testing.assert_allclose(plain(X[:8]), pruned(X[:8]), rtol=1e-6)
+    assert not any(isinstance(l, pruning._Prunable) for l in plain.layers[1].layers)
+
+
+def cnl_sparsity(model):
+    from compressnet_lite import metrics
+    return metrics.sparsity(model)
+
+
+def test_group_importance_members():
+    """In a chain, the producers-only L1 norm is Li et al.'s filter norm; "all" adds the next
+    layer's input rows (Torch-Pruning's group importance), averaged over the two members."""
+    model = _model()
+    k1, k2 = model.get_layer("fc1").get_weights()[0], model.get_layer("fc2").get_weights()[0]
+    filters = pruning.neuron_scores(model, "fc1", pruning.GroupImportance("l1", members="producers"))
+    np.testing.assert_allclose(filters, pruning.l1_scores(k1), rtol=1e-6)
+    both = pruning.neuron_scores(model, "fc1", "l1")
+    np.testing.assert_allclose(both, (np.abs(k1).sum(0) + np.abs(k2).sum(1)) / 2, rtol=1e-6)
+    summed = pruning.neuron_scores(model, "fc1", pruning.GroupImportance("l2", reduce="sum"))
+    np.testing.assert_allclose(summed, np.square(k1).sum(0) + np.square(k2).sum(1), rtol=1e-6)
+    assert "members='producers'" in repr(pruning.GroupImportance("l1", members="producers"))
+
+
 def test_prune_neurons_threshold_and_masked_input():
     model = _model()
-    scores = pruning.l1_scores(model.get_layer("fc1").get_weights()[0])
+    scores = pruning.neuron_scores(model, "fc1")
     t = float(np.median(scores))
     small = pruning.prune_neurons(pruning.prune(model, 0.0), threshold=t, layers=["fc1"])
     assert small.get_layer("fc1").units == int((scores >= t).sum())
@@ -450,7 +480,7 @@ def test_prune_neurons_threshold_and_masked_input():
     pytest.param({"threshold": float("nan")}, "finite", id="threshold-nan"),
     pytest.param({"fraction": 0.5, "criterion": "apoz"}, "needs data", id="no-data"),
     pytest.param({"fraction": 0.5, "criterion": "random"}, "criterion must be one of", id="criterion"),
-    pytest.param({"fraction": 0.5, "layers": ["out"]}, "last weighted layer", id="output-layer"),
+    pytest.param({"fraction": 0.5, "layers": ["out"]}, "'out' cannot be pruned", id="output-layer"),
 ])
 def test_prune_neurons_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -474,13 +504,16 @@ def test_sparse_storage_round_trip_and_size(tmp_path):
         pruning.save_sparse(pruned, tmp_path / "w.bin")
 
 
-def test_prune_neurons_refuses_residual_graph():
+def test_prune_neurons_refuses_a_graph_with_nothing_to_remove():
+    """fc1's outputs are added to the model input: removing one would change the input."""
     inputs = keras.Input((12,))
     h = keras.layers.Dense(12, name="fc1")(inputs)
     x = keras.layers.Add(name="add")([inputs, h])
     model = keras.Model(inputs, keras.layers.Dense(4, name="out")(x))
-    with pytest.raises(ValueError, match="'add'.*residual"):
+    with pytest.raises(ValueError, match="(?s)no prunable channel group.*model input"):
         pruning.prune_neurons(model, 0.5)
+    with pytest.raises(ValueError, match="'fc1' cannot be pruned: it reaches model input"):
+        pruning.prune_neurons(model, 0.5, layers=["fc1"])
     assert isinstance(pruning.prune(model, 0.5).get_layer("fc1"), pruning.PrunableDense)  # masks work
 
 
