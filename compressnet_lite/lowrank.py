@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from compressnet_lite import surgery
-from compressnet_lite._checks import check_array, check_fraction, check_layer, check_model, check_positive_int
+from compressnet_lite._checks import check_array, check_fraction, check_model, check_positive_int
 
 __all__ = ["svd_factors", "rank_for_energy", "LowRankCost", "lowrank_cost", "factorize"]
 
@@ -120,8 +120,9 @@ def factorize(model: keras.Model, layer: Any, rank: int | None = None,
     :func:`compressnet_lite.metrics.flops`, or the kernel alone with :func:`lowrank_cost`.
 
     Args:
-        model: a built Sequential or functional chain.
-        layer: name (or instance) of a Dense layer acting on vectors (2-D input).
+        model: a built Sequential or functional model (any graph: residual, nested, ...).
+        layer: name (or instance) of a Dense layer (on vectors, or on the last axis of a
+            sequence or feature map: ``x A B`` acts on the last axis too).
         rank: the rank ``r``, 1..min(m, n).
         energy: instead of ``rank``, the fraction of singular-value energy to keep, in (0, 1]
             (:func:`rank_for_energy`). Give exactly one of the two.
@@ -132,14 +133,14 @@ def factorize(model: keras.Model, layer: Any, rank: int | None = None,
     Raises:
         TypeError: ``model`` not a keras.Model, ``layer`` not a name or layer.
         ValueError: unknown layer, a layer that is not a plain Dense, neither or both of
-            ``rank``/``energy``, ``rank > min(m, n)``, ``energy`` outside (0, 1], an
-            unsupported graph (see :func:`compressnet_lite.surgery.chain_layers`).
+            ``rank``/``energy``, ``rank > min(m, n)``, ``energy`` outside (0, 1], a
+            subclassed model.
 
     Example:
         >>> small = factorize(model, "fc1", energy=0.9)   # doctest: +SKIP
     """
     check_model(model)
-    target = check_layer(model, layer)
+    target = surgery._find_layer(model, layer)
     if type(target) is not keras.layers.Dense:
         raise ValueError(f"layer {target.name!r} is a {type(target).__name__}; factorize replaces a "
                          "Dense layer (kernel m x n) by two Dense layers")
@@ -149,9 +150,6 @@ def factorize(model: keras.Model, layer: Any, rank: int | None = None,
     if len(weights) != (2 if target.use_bias else 1):
         raise ValueError(f"layer {target.name!r} holds extra variables; factorize needs a plain Dense")
     kernel = weights[0]
-    if target.input.shape is not None and len(target.input.shape) != 2:
-        raise ValueError(f"layer {target.name!r} acts on a {len(target.input.shape)}-D input; "
-                         "factorize supports Dense layers on vectors")
     m, n = kernel.shape
     if rank is None:
         rank = rank_for_energy(np.linalg.svd(kernel.astype(np.float64), compute_uv=False), energy)

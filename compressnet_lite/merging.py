@@ -13,8 +13,9 @@ for ``c > 0``), a scaled copy ``w_j = c w_i`` merges exactly too, with
 neurons are merged greedily, smallest saliency first. No data are needed.
 
 Array math first (NumPy): :func:`merge_plan`, :func:`cluster_plan`. Keras glue after it:
-:func:`merge_neurons`, a thin caller of :func:`compressnet_lite.surgery.keep_units`, whose
-``fold`` matrix adds the removed units' outgoing weights into the kept ones.
+:func:`merge_neurons`, a thin caller of :func:`compressnet_lite.surgery.keep_channels`, whose
+``fold`` matrix adds the removed units' outgoing weights into the kept ones in every layer that
+reads them (through residual adds and concatenations too).
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from typing import Any, NamedTuple, Sequence
 import keras
 import numpy as np
 
-from compressnet_lite import models, surgery
-from compressnet_lite._checks import (check_array, check_choice, check_fraction, check_layer,
-                                      check_model, check_positive_int)
+from compressnet_lite import surgery
+from compressnet_lite._checks import (check_array, check_bool, check_choice, check_fraction, check_model,
+                                      check_positive_int)
 
 __all__ = ["MergePlan", "merge_plan", "cluster_plan", "merge_neurons", "mergeable_layers"]
 
@@ -225,74 +226,67 @@ def _how_many(ratio: float | None, threshold: float | None, units: int) -> int:
 
 # --------------------------------------------------------------------------- Keras glue
 
-_HOMOGENEOUS = ("relu", "linear", "leaky_relu")
-
-
-def _neighbourhood(model: keras.Model, layer: keras.layers.Layer):
-    """(layers between ``layer`` and the next weighted layer, that next layer)."""
-    layers = surgery.chain_layers(model)
-    between, nxt = [], None
-    for candidate in layers[layers.index(layer) + 1:]:
-        if isinstance(candidate, (keras.layers.Dense, keras.layers.Conv2D)):
-            nxt = candidate
-            break
-        between.append(candidate)
-    return between, nxt
-
-
 def mergeable_layers(model: keras.Model) -> list[str]:
-    """Names of the Dense/Conv2D layers of a chain that feed another Dense/Conv2D layer."""
-    layers = surgery.chain_layers(model)
-    weighted = [l for l in layers if type(l) in (keras.layers.Dense, keras.layers.Conv2D)]
-    return [l.name for l in weighted[:-1]]
+    """Names of the layers whose output units can be merged: the first producer of every
+    dependency group where a merge is exact (for identical units) and allowed."""
+    check_model(model)
+    return [g.root for g in surgery.dependency_groups(model) if g.mergeable and g.producers]
 
 
-def _homogeneous(layer: keras.layers.Layer) -> bool:
-    if isinstance(layer, keras.layers.ReLU):
-        return layer.max_value is None and float(layer.threshold) == 0.0
-    if isinstance(layer, keras.layers.LeakyReLU):
-        return True
-    act = getattr(layer, "activation", None)
-    if act is None:
-        return True  # pooling, flatten, dropout: positively homogeneous
-    return getattr(act, "__name__", str(act)) in _HOMOGENEOUS
+def _scaled(group, scaled: bool | None, name: str) -> bool:
+    if scaled is None:
+        return group.scalable
+    if scaled and not group.scalable:
+        raise ValueError(f"scaled merging (w_j = c w_i) is exact only through positively homogeneous "
+                         f"layers without per-channel parameters (ReLU, LeakyReLU, linear, pooling); "
+                         f"after {name!r}: {surgery._noscale_reason(group)} ({_first_noscale(group)}); "
+                         "pass scaled=False (or None) to merge with c = 1")
+    return bool(scaled)
 
 
-def _outgoing(layer: keras.layers.Layer, between: list, nxt: keras.layers.Layer) -> np.ndarray:
-    """``nxt``'s weights on ``layer``'s units, one row per unit: ``(units, fan_out)``."""
-    units = int(layer.kernel.shape[-1])
-    kernel = np.asarray(nxt.get_weights()[0])
-    if isinstance(nxt, keras.layers.Conv2D):
-        return np.moveaxis(kernel, -2, 0).reshape(units, -1)
-    flatten = next((l for l in between if isinstance(l, keras.layers.Flatten)), None)
-    positions = 1
-    if flatten is not None and len(flatten.input.shape) > 2:
-        positions = int(np.prod(flatten.input.shape[1:-1]))
-    rows = kernel.reshape(positions, units, kernel.shape[-1])
-    return np.moveaxis(rows, 1, 0).reshape(units, -1)
+def _first_noscale(group) -> str:
+    channel = [m.layer.name for m in group.members if m.role == "channel"]
+    if channel:
+        names = {type(m.layer).__name__ for m in group.members if m.role == "channel"}
+        return ", ".join(sorted(names)) + f" in {channel}"
+    bad = []
+    for layer_name in group.layers:
+        layer = next((m.layer for m in group.members if m.layer.name == layer_name), None)
+        if layer is not None and not surgery.positively_homogeneous(layer):
+            bad.append(layer_name)
+    return f"not positively homogeneous: {bad or group.layers}"
 
 
 def merge_neurons(model: keras.Model, layer: str | Sequence[str] | None = None,
                   ratio: float | None = None, threshold: float | None = None, *,
-                  method: str = "pairwise", scaled: bool = True, seed: int = 0) -> keras.Model:
-    """Merge redundant neurons (Dense units or Conv2D filters) into others; no data needed.
+                  method: str = "pairwise", scaled: bool | None = None, seed: int = 0) -> keras.Model:
+    """Merge redundant units (Dense units, conv filters, coupled channels) into others; no data needed.
 
-    For each layer, :func:`merge_plan` (``method="pairwise"``, Srinivas & Babu) or
-    :func:`cluster_plan` (``method="kmeans"``) decides which units go, and
-    :func:`compressnet_lite.surgery.keep_units` removes them, adding their outgoing weights
-    (times the scale) into the units they merge into. Conv2D filters are compared by their
-    flattened kernels. Layers are processed in order, each on the result of the previous.
+    For each chosen layer, the dependency group of its outputs
+    (:func:`compressnet_lite.surgery.group_of`) describes each unit by everything that
+    computes it (:meth:`~compressnet_lite.surgery.DependencyGroup.incoming`: every
+    producer's filter and bias, BatchNormalization's parameters, a depthwise kernel ...) and
+    by everything that reads it (:meth:`~compressnet_lite.surgery.DependencyGroup.outgoing`).
+    :func:`merge_plan` (``method="pairwise"``, Srinivas & Babu) or :func:`cluster_plan`
+    (``method="kmeans"``) decides which units go, and
+    :func:`compressnet_lite.surgery.keep_channels` removes them, adding their outgoing weights
+    (times the scale) into the units they merge into, in every consumer. Two units that are
+    identical in every member merge exactly, whatever the graph (residual adds included);
+    groups where even that is not exact (LayerNormalization, attention heads) are refused.
+    Layers are processed in order, each on the result of the previous.
 
     Args:
-        model: a built Sequential or functional chain.
-        layer: a layer name, a list of names, or ``None`` for every Dense/Conv2D layer that
-            feeds another one (:func:`mergeable_layers`).
-        ratio: fraction of each layer's units to remove, in [0, 1).
+        model: a built Sequential or functional model.
+        layer: a layer name, a list of names, or ``None`` for every mergeable group
+            (:func:`mergeable_layers`).
+        ratio: fraction of each group's units to remove, in [0, 1).
         threshold: merge while the saliency is at most this (pairwise only). Give exactly
             one of ``ratio`` and ``threshold``.
         method: ``"pairwise"`` or ``"kmeans"``.
-        scaled: merge scaled copies ``w_j = c w_i``, ``c > 0`` (pairwise); needs positively
-            homogeneous activations (ReLU, LeakyReLU, linear) between the layer and the next.
+        scaled: merge scaled copies ``w_j = c w_i``, ``c > 0`` (pairwise; exact only when every
+            layer on the way is positively homogeneous and has no per-channel parameters);
+            ``None`` (default) merges scaled copies where that is exact and identical ones
+            (``c = 1``) elsewhere; ``False`` always uses ``c = 1`` (the paper's rule).
         seed: seed of k-means++ (``method="kmeans"``).
 
     Returns:
@@ -300,11 +294,10 @@ def merge_neurons(model: keras.Model, layer: str | Sequence[str] | None = None,
 
     Raises:
         TypeError: ``model`` not a keras.Model, ``layer`` not a name.
-        ValueError: unknown layer, a layer that is not Dense/Conv2D or is the last weighted
-            layer, an unsupported graph (see :func:`compressnet_lite.surgery.chain_layers`),
-            a non-homogeneous activation with ``scaled=True``, a ``threshold`` with
-            ``method="kmeans"``, ``ratio``/``threshold`` out of range, BatchNormalization
-            between the layer and the next (merging through it is not exact).
+        ValueError: unknown layer, a layer whose outputs cannot be pruned or merged (the
+            reason is given: a model output, LayerNormalization, ...), ``scaled=True``
+            through a layer where it is not exact, a ``threshold`` with ``method="kmeans"``,
+            ``ratio``/``threshold`` out of range.
 
     Example:
         >>> small = merge_neurons(model, "fc1", ratio=0.25)   # doctest: +SKIP
@@ -315,46 +308,36 @@ def merge_neurons(model: keras.Model, layer: str | Sequence[str] | None = None,
     check_choice(method, "method", ("pairwise", "kmeans"))
     if method == "kmeans" and threshold is not None:
         raise ValueError("threshold applies to method='pairwise'; give ratio for method='kmeans'")
+    if scaled is not None:
+        check_bool(scaled, "scaled")
     _how_many(ratio, threshold, 2)  # argument checks before any work
     if layer is None:
         names = mergeable_layers(model)
     elif isinstance(layer, (str, keras.layers.Layer)):
-        names = [check_layer(model, layer).name]
+        names = [surgery._find_layer(model, layer).name]
     elif isinstance(layer, Sequence):
-        names = [check_layer(model, name).name for name in layer]
+        names = [surgery._find_layer(model, name).name for name in layer]
     else:
         raise TypeError(f"layer must be a layer name, a list of names or None, got {type(layer).__name__}")
     current = model
     for name in names:
-        target = current.get_layer(name)
-        if type(target) not in (keras.layers.Dense, keras.layers.Conv2D):
-            raise ValueError(f"layer {name!r} is a {type(target).__name__}; merge_neurons merges "
-                             "Dense units or Conv2D filters")
-        between, nxt = _neighbourhood(current, target)
-        if nxt is None:
-            raise ValueError(f"layer {name!r} is the model's last weighted layer: its units are the "
-                             "model's outputs and cannot be merged")
-        if method == "pairwise" and scaled:
-            bad = [l.name for l in [target, *between] if not _homogeneous(l)]
-            if bad:
-                raise ValueError(f"scaled merging needs ReLU-like (positively homogeneous) activations "
-                                 f"after {name!r}, but {bad} apply another; pass scaled=False")
-        kernel, *rest = target.get_weights()
-        bias = rest[0] if rest else np.zeros(kernel.shape[-1], kernel.dtype)
-        w_out = _outgoing(target, between, nxt)
+        group = surgery.group_of(current, name)
+        if not group.prunable:
+            raise ValueError(f"the units of layer {name!r} cannot be merged: {group.reason}")
+        if group.merge_reason:
+            raise ValueError(f"the units of layer {name!r} cannot be merged exactly: {group.merge_reason}")
+        use_scale = _scaled(group, scaled, name) if method == "pairwise" else False
+        v, a = group.incoming(), group.outgoing()
+        zeros = np.zeros(group.units)
         if method == "pairwise":
-            plan = merge_plan(kernel, bias, w_out, ratio, threshold, scaled=scaled)
+            plan = merge_plan(v.T, zeros, a, ratio, threshold, scaled=use_scale)
         else:
-            plan = cluster_plan(kernel, bias, w_out, ratio, seed=seed)
-        if plan.keep.size == kernel.shape[-1]:
+            plan = cluster_plan(v.T, zeros, a, ratio, seed=seed)
+        if plan.keep.size == group.units:
             continue
-        current = surgery.keep_units(current, name, plan.keep, fold=plan.fold)
-        if method == "kmeans":  # kept units take their cluster's centroid
-            new_layer = current.get_layer(name)
-            weights = [plan.w_in.reshape(kernel.shape[:-1] + (-1,)).astype(kernel.dtype)]
-            if rest:
-                weights.append(plan.b_in.astype(kernel.dtype))
-            new_layer.set_weights(weights)
+        incoming = {group: plan.w_in.T} if method == "kmeans" else None
+        current = surgery.keep_channels(current, {group: plan.keep}, fold={group: plan.fold},
+                                        incoming=incoming)
     if current is model:  # nothing merged: still return a new model
-        current = models.clone(model)
+        current = surgery.rewrite(model)
     return current

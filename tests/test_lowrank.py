@@ -128,13 +128,25 @@ def test_factorize_errors(trained_mlp, kwargs, error, match):
         lowrank.factorize(trained_mlp, **kwargs)
 
 
-def test_factorize_refuses_conv_and_branching_graphs(digits_images):
+def test_factorize_refuses_conv(digits_images):
     with pytest.raises(ValueError, match="Conv2D"):
         lowrank.factorize(cnl.models.lenet5(digits_images.input_shape), "conv1", rank=2)
-    inputs = keras.Input((4,))
-    h = keras.layers.Dense(4, name="h")(inputs)
-    out = keras.layers.Dense(2, name="out")(keras.layers.Add()([h, inputs]))
-    with pytest.raises(ValueError, match="Add|inputs|chain"):
-        lowrank.factorize(keras.Model(inputs, out), "h", rank=2)
     with pytest.raises(TypeError, match="model"):
         lowrank.factorize(None, "h", rank=2)
+
+
+def test_factorize_on_graphs_is_exact_at_full_rank():
+    """A residual branch, a layer on sequences, a nested model: x A B + b at full rank."""
+    inputs = keras.Input((5, 4))
+    h = keras.layers.Dense(4, activation="relu", name="h")(inputs)         # on a sequence
+    x = keras.layers.Add(name="add")([h, inputs])
+    inner = cnl.models.mlp(4, (6,), 3, logits=True, name="inner")
+    y = inner(keras.layers.GlobalAveragePooling1D()(x))
+    model = keras.Model(inputs, y)
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(size=v.shape).astype("float32") for v in model.weights])
+    x_in = rng.normal(size=(3, 5, 4)).astype("float32")
+    for name in ("h", "fc1"):
+        small = lowrank.factorize(model, name, rank=4)
+        np.testing.assert_allclose(small(x_in), model(x_in), rtol=1e-4, atol=1e-4)
+    assert lowrank.factorize(model, "fc1", rank=2).count_params() < model.count_params()

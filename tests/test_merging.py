@@ -226,19 +226,22 @@ def _model_with(activation_layer=None, activation="relu", bn=False):
 
 
 @pytest.mark.parametrize("model_kwargs, merge_kwargs, error, match", [
-    (dict(activation="tanh"), dict(ratio=0.2), ValueError, "scaled=False"),
-    (dict(activation=None, activation_layer=keras.layers.Activation("sigmoid")), dict(ratio=0.2),
+    (dict(activation="tanh"), dict(ratio=0.2, scaled=True), ValueError, "scaled=False"),
+    (dict(activation=None, activation_layer=keras.layers.Activation("sigmoid")), dict(ratio=0.2, scaled=True),
      ValueError, "positively homogeneous"),
-    (dict(), dict(layer="out", ratio=0.2), ValueError, "last weighted layer"),
+    (dict(activation=None, activation_layer=keras.layers.ELU()), dict(ratio=0.2, scaled=True),
+     ValueError, "positively homogeneous.*elu"),
+    (dict(), dict(layer="out", ratio=0.2), ValueError, "'out' cannot be merged.*model output"),
     (dict(), dict(layer="nope", ratio=0.2), ValueError, "not in model"),
     (dict(), dict(layer=3, ratio=0.2), TypeError, "layer"),
     (dict(), dict(ratio=0.2, method="random"), ValueError, "method"),
     (dict(), dict(threshold=0.1, method="kmeans"), ValueError, "threshold"),
     (dict(), dict(ratio=1.5), ValueError, "ratio"),
     (dict(), dict(), ValueError, "exactly one"),
-    (dict(bn=True), dict(layer="h", threshold=1e9), ValueError, "BatchNormalization"),
-], ids=["tanh", "sigmoid-layer", "output-layer", "unknown-layer", "layer-int", "bad-method",
-        "kmeans-threshold", "ratio>1", "no-amount", "batchnorm"])
+    (dict(bn=True), dict(layer="h", threshold=1e9, scaled=True), ValueError, "BatchNormalization"),
+    (dict(), dict(ratio=0.2, scaled=1), TypeError, "scaled must be True or False"),
+], ids=["tanh", "sigmoid-layer", "elu-layer", "output-layer", "unknown-layer", "layer-int", "bad-method",
+        "kmeans-threshold", "ratio>1", "no-amount", "batchnorm", "scaled-int"])
 def test_merge_neurons_errors(model_kwargs, merge_kwargs, error, match):
     model = _model_with(**model_kwargs)
     merge_kwargs.setdefault("layer", "h")
@@ -257,11 +260,53 @@ def test_unscaled_merge_accepts_any_activation():
     np.testing.assert_allclose(small(x), model(x), atol=1e-5)
 
 
-def test_unsupported_graph_is_refused():
+def test_a_group_tied_to_the_input_is_refused():
     inputs = keras.Input((4,))
     h = keras.layers.Dense(4, activation="relu", name="h")(inputs)
     out = keras.layers.Dense(4, name="out")(keras.layers.Add()([h, inputs]))
-    with pytest.raises(ValueError, match="Add|inputs|chain"):
+    with pytest.raises(ValueError, match="'h' cannot be merged: it reaches model input"):
         merging.merge_neurons(keras.Model(inputs, out), "h", ratio=0.5)
     with pytest.raises(TypeError, match="model"):
         merging.merge_neurons("model", ratio=0.5)
+
+
+def test_default_merges_unscaled_where_scaling_is_not_exact():
+    """With ELU (not homogeneous), the default uses c = 1: identical units still merge exactly."""
+    model = _model_with(activation=None, activation_layer=keras.layers.ELU())
+    kernel, bias = model.get_layer("h").get_weights()
+    kernel[:, 3], bias[3] = kernel[:, 1], bias[1]
+    kernel[:, 4], bias[4] = 2 * kernel[:, 0], 2 * bias[0]   # a scaled copy: not merged exactly
+    model.get_layer("h").set_weights([kernel, bias])
+    small = merging.merge_neurons(model, "h", threshold=1e-10)
+    assert small.get_layer("h").units == 4
+    x = np.random.default_rng(0).normal(size=(8, 6)).astype("float32")
+    np.testing.assert_allclose(small(x), model(x), atol=1e-5)
+
+
+def _residual_copies():
+    """Two residual branches whose channel 2 duplicates channel 0 in every member."""
+    inputs = keras.Input((6,))
+    a = keras.layers.Dense(5, activation="relu", name="a")(inputs)
+    b = keras.layers.Dense(5, name="b")(a)
+    x = keras.layers.Add(name="add")([a, b])
+    model = keras.Model(inputs, keras.layers.Dense(3, name="out")(keras.layers.ReLU(name="relu")(x)))
+    rng = np.random.default_rng(1)
+    model.set_weights([rng.normal(size=v.shape).astype("float32") for v in model.weights])
+    ka, ba = model.get_layer("a").get_weights()
+    ka[:, 2], ba[2] = ka[:, 0], ba[0]
+    model.get_layer("a").set_weights([ka, ba])
+    kb, bb = model.get_layer("b").get_weights()
+    kb[2, :] = 0.0                        # b reads channel 2 nowhere ...
+    kb[:, 2], bb[2] = kb[:, 0], bb[0]     # ... and writes channel 2 as channel 0
+    model.get_layer("b").set_weights([kb, bb])
+    return model
+
+
+def test_merging_through_a_residual_add_is_exact_for_copies():
+    model = _residual_copies()
+    group = cnl.surgery.group_of(model, "a")
+    assert sorted(group.producers) == ["a", "b"]
+    small = merging.merge_neurons(model, "a", threshold=1e-9)
+    assert small.get_layer("a").units == 4 and small.get_layer("b").units == 4
+    x = np.random.default_rng(0).normal(size=(8, 6)).astype("float32")
+    np.testing.assert_allclose(small(x), model(x), rtol=1e-5, atol=1e-5)
