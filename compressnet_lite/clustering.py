@@ -247,18 +247,13 @@ class ClusteredConv2D(_Clustered, keras.layers.Conv2D):
 _CLUSTERED = {keras.layers.Dense: ClusteredDense, keras.layers.Conv2D: ClusteredConv2D}
 
 
-def _clone(model: keras.Model, replace: dict) -> keras.Model:
-    """Clone ``model`` with fresh layers; ``replace[name](layer)`` builds a substitute layer."""
-    def clone_layer(layer):
-        if layer.name in replace:
-            return replace[layer.name](layer)
-        return layer.__class__.from_config(layer.get_config())
+def _clone(model: keras.Model, replace: dict, weights: dict | None = None) -> keras.Model:
+    """Rebuild ``model``; ``replace[name](layer)`` builds a substitute layer; other weights are
+    copied by name and path (:func:`compressnet_lite.surgery.rewrite`), ``weights`` given."""
+    from compressnet_lite import surgery
 
-    try:
-        return keras.models.clone_model(model, clone_function=clone_layer)
-    except ValueError as exc:
-        raise ValueError(f"model must be a Sequential or functional model (a subclassed model's "
-                         f"graph cannot be rewritten): {exc}") from None
+    return surgery.rewrite(model, lambda layer: replace[layer.name](layer) if layer.name in replace else None,
+                           weights=weights)
 
 
 def _check_graph(model: keras.Model) -> None:
@@ -339,17 +334,8 @@ def cluster_weights(model: keras.Model, n_clusters: int, layers: Sequence[str] |
         k = codes[layer.name][0].size
         return _CLUSTERED[type(layer)].from_config({**layer.get_config(), "n_clusters": k})
 
-    new = _clone(model, {name: to_clustered for name in codes})
-    for old_layer, new_layer in zip(model.layers, new.layers):
-        if old_layer.name in codes:
-            centroids, index = codes[old_layer.name]
-            new_layer.codebook.assign(centroids)
-            new_layer.cnl_cluster_index.assign(index)
-            if old_layer.use_bias:
-                new_layer.bias.assign(old_layer.bias)
-        else:
-            new_layer.set_weights(old_layer.get_weights())
-    return new
+    return _clone(model, {name: to_clustered for name in codes},
+                  {name: {"codebook": c, "cnl_cluster_index": i} for name, (c, i) in codes.items()})
 
 
 def strip_clustering(model: keras.Model) -> keras.Model:
@@ -367,16 +353,8 @@ def strip_clustering(model: keras.Model) -> keras.Model:
         base = keras.layers.Dense if isinstance(layer, ClusteredDense) else keras.layers.Conv2D
         return base.from_config(config)
 
-    new = _clone(model, {name: to_plain for name in clustered})
-    for old_layer, new_layer in zip(model.layers, new.layers):
-        if old_layer.name in clustered:
-            weights = [keras.ops.convert_to_numpy(old_layer.kernel)]
-            if old_layer.use_bias:
-                weights.append(keras.ops.convert_to_numpy(old_layer.bias))
-            new_layer.set_weights(weights)
-        else:
-            new_layer.set_weights(old_layer.get_weights())
-    return new
+    return _clone(model, {name: to_plain for name in clustered},
+                  {name: {"kernel": keras.ops.convert_to_numpy(layer.kernel)} for name, layer in clustered.items()})
 
 
 class ClusterBytes(NamedTuple):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import keras
+import numpy as np
 
 from compressnet_lite._checks import check_model, check_positive_int
 from compressnet_lite.data import Dataset
@@ -187,12 +188,17 @@ def clone(model: keras.Model) -> keras.Model:
     Raises:
         TypeError / ValueError: ``model`` is not a built Keras model.
     """
+    from compressnet_lite import surgery
+
     check_model(model)
-    try:
+    if surgery._is_graph_model(model):
+        return surgery.rewrite(model)  # weights copied by name and path, as fresh arrays
+    try:  # a subclassed model: its own config, if it has one
         copy = model.__class__.from_config(model.get_config())
-    except (NotImplementedError, TypeError, ValueError):  # subclassed models without a config
-        copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
+    except (NotImplementedError, TypeError, ValueError):
+        raise ValueError(f"model {model.name!r} is a subclassed {type(model).__name__} without a usable "
+                         "get_config(); clone needs a Sequential or functional model") from None
+    copy.set_weights([np.array(w) for w in model.get_weights()])
     return copy
 
 

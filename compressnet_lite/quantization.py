@@ -692,34 +692,15 @@ def _select(model: keras.Model, layers: Iterable[str] | None) -> list[keras.laye
 
 
 def _rebuild(model: keras.Model, new_layer) -> keras.Model:
-    """Clone ``model`` calling ``new_layer(old) -> new layer or None (plain copy)``, then copy weights."""
-    functional = any(c.__name__ == "Functional" for c in type(model).__mro__)
-    if not (functional or isinstance(model, keras.Sequential)):
-        raise ValueError(f"model must be a functional or Sequential Keras model, got subclassed "
-                         f"{type(model).__name__}; rebuild it with keras.Input / keras.Sequential")
+    """Rebuild ``model`` with ``new_layer(old) -> new layer or None (plain copy)``; every weight
+    the new layer shares with the old one (kernel, bias, by path) is copied."""
+    from compressnet_lite import surgery
 
-    def clone(layer):
-        made = new_layer(layer)
-        return made if made is not None else layer.__class__.from_config(layer.get_config())
-
-    try:
-        new = keras.models.clone_model(model, clone_function=clone)
-    except Exception as exc:  # subclassed models and unusual graphs
-        raise ValueError(f"model {model.name!r} could not be rebuilt layer by layer: {exc}") from exc
-    return new
+    return surgery.rewrite(model, new_layer)
 
 
 def _plain_config(layer: keras.layers.Layer) -> dict:
     return {k: v for k, v in layer.get_config().items() if k not in _OWN_KEYS}
-
-
-def _copy_weights(old: keras.layers.Layer, new: keras.layers.Layer) -> None:
-    """Copy kernel/bias (by name) from ``old`` into ``new``."""
-    src = {v.path.split("/")[-1]: v for v in old.weights}
-    for v in new.weights:
-        name = v.path.split("/")[-1]
-        if name in src and not name.startswith("cnl_"):
-            v.assign(keras.ops.convert_to_numpy(src[name]))
 
 
 def quantize_model(model: keras.Model, bits: int = 8, per_channel: bool = True, symmetric: bool = True,
@@ -778,14 +759,9 @@ def quantize_model(model: keras.Model, bits: int = 8, per_channel: bool = True, 
                                             "symmetric": spec[1], "axis": spec[2]})
 
     new = _rebuild(model, new_layer)
-    for old, target in zip(model.layers, new.layers):
-        if old.name in specs:
-            _copy_weights(old, target)
-            b, sym, axis = specs[old.name]
-            kernel = keras.ops.convert_to_numpy(old.kernel)
-            target.set_qtensor(quantize(kernel, b, sym, axis))
-        else:
-            target.set_weights(old.get_weights())
+    for name, (b, sym, axis) in specs.items():
+        kernel = keras.ops.convert_to_numpy(model.get_layer(name).kernel)
+        new.get_layer(name).set_qtensor(quantize(kernel, b, sym, axis))
     return new
 
 
@@ -859,11 +835,6 @@ def quantize_aware(model: keras.Model, bits: int = 8, per_channel: bool = True,
                                       "activation_bits": activation_bits, "ema_decay": ema_decay})
 
     new = _rebuild(model, new_layer)
-    for old, target in zip(model.layers, new.layers):
-        if old.name in chosen:
-            _copy_weights(old, target)
-        else:
-            target.set_weights(old.get_weights())
     if calibration_data is not None:
         _calibrate(new, calibration_data, rule)
     return new

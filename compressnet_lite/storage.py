@@ -479,22 +479,20 @@ def _to_builtin_layers(model):
     if not targets:
         return model
 
-    def clone(layer):
+    from compressnet_lite import surgery
+
+    layers = {l.name: l for l in _library_layers(model, ("Layer",)) if l.name in targets}
+
+    def make(layer):
         if layer.name not in targets:
-            return layer.__class__.from_config(layer.get_config())
+            return None
         base = _builtin_base(layer)
         keys = set(base.get_config(layer))
         return base.from_config({k: v for k, v in layer.get_config().items() if k in keys})
 
-    new = keras.models.clone_model(model, clone_function=clone)
-    for old, layer in zip(model.layers, new.layers):
-        if old.name not in targets:
-            layer.set_weights(old.get_weights())
-            continue
-        for var in layer.weights:
-            name = var.path.split("/")[-1]
-            var.assign(keras.ops.convert_to_numpy(getattr(old, name)))
-    return new
+    # the effective kernel (layer.kernel: dequantized codes, codebook[index]) replaces the stored one
+    return surgery.rewrite(model, make, weights={
+        name: {"kernel": keras.ops.convert_to_numpy(layer.kernel)} for name, layer in layers.items()})
 
 
 def plain_model(model: Any):

@@ -324,7 +324,7 @@ def test_model_errors(mlp):
 
     sub = Sub()
     sub(np.zeros((1, 3), np.float32))
-    with pytest.raises(ValueError, match="functional or Sequential"):
+    with pytest.raises(ValueError, match="subclassed.*Sequential or functional"):
         Q.quantize_model(sub)
 
 
