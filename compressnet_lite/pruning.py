@@ -697,6 +697,7 @@ class GroupImportance:
         reduce: ``"mean"`` or ``"sum"`` over members.
 
     Example:
+        >>> import compressnet_lite as cnl
         >>> from compressnet_lite import surgery
         >>> model = cnl.models.seed_mlp()
         >>> group = surgery.group_of(model, "fc1")
@@ -888,6 +889,7 @@ def prune_neurons(model: keras.Model, fraction: float | None = None, threshold: 
             prunable group.
 
     Example:
+        >>> import compressnet_lite as cnl
         >>> small = prune_neurons(cnl.models.seed_mlp(), 0.5)
         >>> small.get_layer("fc1").units, small.get_layer("fc2").units
         (32, 16)

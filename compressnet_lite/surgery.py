@@ -1281,9 +1281,10 @@ def dependency_groups(model: keras.Model, *, prune_inputs: bool = False,
         TypeError / ValueError: not a built Sequential or functional model, NaN weights.
 
     Example:
+        >>> import compressnet_lite as cnl
         >>> groups = dependency_groups(cnl.models.seed_mlp())
         >>> [(g.root, g.units, g.prunable) for g in groups]
-        [('fc1', 64, True), ('fc2', 32, True), ('out', 10, False)]
+        [('input', 64, False), ('fc1', 64, True), ('fc2', 32, True), ('out', 10, False)]
     """
     check_model(model)
     _check_graph_model(model, "dependency_groups")
