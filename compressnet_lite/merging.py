@@ -327,7 +327,8 @@ def merge_neurons(model: keras.Model, layer: str | Sequence[str] | None = None,
         if group.merge_reason:
             raise ValueError(f"the units of layer {name!r} cannot be merged exactly: {group.merge_reason}")
         use_scale = _scaled(group, scaled, name) if method == "pairwise" else False
-        v, a = group.incoming(), group.outgoing()
+        with surgery.reading():
+            v, a = group.incoming(), group.outgoing()
         zeros = np.zeros(group.units)
         if method == "pairwise":
             plan = merge_plan(v.T, zeros, a, ratio, threshold, scaled=use_scale)

@@ -97,10 +97,17 @@ def layer_sparsity(model: keras.Model) -> dict[str, float]:
 
 
 def flops(model: keras.Model, *, nonzero_only: bool = False) -> int:
-    """Multiply-accumulate operations of one example through Dense, Conv2D and DepthwiseConv2D.
+    """Multiply-accumulate operations (MACs) of one example through the model's weighted layers.
+
+    Counted: Dense and EinsumDense (the kernel at every position it is applied),
+    convolutions of every rank, grouped and transposed ones included, DepthwiseConv,
+    SeparableConv (depthwise then pointwise), and MultiHeadAttention (its four
+    projections plus the two attention products ``Q K^T`` and ``A V``). Element-wise layers,
+    normalisation and pooling are not counted (they are a few operations per activation).
+    Nested models are followed.
 
     Args:
-        model: a built functional or Sequential model (nested models are followed).
+        model: a built functional or Sequential model.
         nonzero_only: count only the multiplications by non-zero weights (what a sparse
             kernel would do); the default counts what dense kernels do.
 
@@ -113,28 +120,65 @@ def flops(model: keras.Model, *, nonzero_only: bool = False) -> int:
     check_model(model)
     total = 0
     for layer in _flat_layers(model):
-        kernel = next((v for v in layer.weights if _name(v) in KERNEL_NAMES[:3]), None)
-        if kernel is None:
+        if not layer.weights:
             continue
         try:
-            output = layer.output
-        except (AttributeError, ValueError):  # a layer of a subclassed model has no symbolic output
+            total += _layer_macs(layer, nonzero_only)
+        except (AttributeError, ValueError):  # a layer of a subclassed model has no symbolic shapes
             raise ValueError(
                 f"flops needs a functional or Sequential model to know each layer's output shape; "
                 f"layer {layer.name!r} of model {model.name!r} has none (subclassed model?). "
                 f"Rebuild it with keras.Input and the functional API.") from None
-        kernel_np = np.asarray(keras.ops.convert_to_numpy(kernel))
-        weights_used = np.count_nonzero(kernel_np) if nonzero_only else kernel_np.size
-        out_shape = tuple(output.shape[1:])
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
-            positions = int(np.prod(out_shape[:-1]))  # each weight used once per output position
-        elif isinstance(layer, keras.layers.Conv2D):
-            positions = int(np.prod(out_shape[:-1])) if layer.data_format == "channels_last" \
-                else int(np.prod(out_shape[1:]))
-        else:  # Dense (and Dense-like layers): applied to every leading position
-            positions = int(np.prod(out_shape[:-1])) if len(out_shape) > 1 else 1
-        total += positions * int(weights_used)
     return int(total)
+
+
+def _used(variable: Any, nonzero_only: bool) -> int:
+    value = np.asarray(keras.ops.convert_to_numpy(variable))
+    return int(np.count_nonzero(value)) if nonzero_only else int(value.size)
+
+
+def _positions(shape: tuple) -> int:
+    """Number of positions (all but the batch and the channel axis) of a symbolic shape."""
+    return int(np.prod(shape[1:-1])) if len(shape) > 2 else 1
+
+
+def _layer_macs(layer: keras.layers.Layer, nonzero_only: bool) -> int:
+    from keras.src.layers.convolutional.base_conv_transpose import BaseConvTranspose
+
+    L = keras.layers
+    if isinstance(layer, L.MultiHeadAttention):
+        node = layer._inbound_nodes[0]
+        query = node.input_tensors[0]
+        value = node.input_tensors[1] if len(node.input_tensors) > 1 else query
+        key = node.input_tensors[2] if len(node.input_tensors) > 2 else value
+        tq, tk, tv = _positions(query.shape), _positions(key.shape), _positions(value.shape)
+        macs = tq * _used(layer._query_dense.kernel, nonzero_only)
+        macs += tk * _used(layer._key_dense.kernel, nonzero_only)
+        macs += tv * _used(layer._value_dense.kernel, nonzero_only)
+        macs += tq * _used(layer._output_dense.kernel, nonzero_only)
+        if getattr(layer, "_gate_dense", None) is not None:
+            macs += tq * _used(layer._gate_dense.kernel, nonzero_only)
+        heads, dk, dv = int(layer.num_heads), int(layer.key_dim), int(layer.value_dim or layer.key_dim)
+        return macs + heads * tq * tk * (dk + dv)
+    out = tuple(layer.output.shape)
+    if isinstance(layer, L.EinsumDense):
+        lhs, out_spec = layer.equation.replace(" ", "").split("->")
+        in_spec, k_spec = lhs.split(",")
+        sizes = dict(zip(in_spec, tuple(layer.input.shape)))
+        sizes.update({k: v for k, v in zip(out_spec, out) if v is not None})
+        broadcast = [sizes.get(letter) for letter in out_spec[1:] if letter not in k_spec]  # no batch
+        return int(np.prod([d or 1 for d in broadcast])) * _used(layer.kernel, nonzero_only)
+    if type(layer).__name__ in ("SeparableConv1D", "SeparableConv2D"):
+        return _positions(out) * (_used(layer.depthwise_kernel, nonzero_only) +
+                                  _used(layer.pointwise_kernel, nonzero_only))
+    kernel = next((v for v in layer.weights if _name(v) == "kernel"), None)
+    if kernel is None:
+        return 0
+    if isinstance(layer, BaseConvTranspose):   # every input position meets the whole kernel
+        return _positions(tuple(layer.input.shape)) * _used(kernel, nonzero_only)
+    if getattr(layer, "data_format", "channels_last") == "channels_first":
+        return int(np.prod(out[2:])) * _used(kernel, nonzero_only)
+    return _positions(out) * _used(kernel, nonzero_only)
 
 
 class Latency(NamedTuple):

@@ -928,7 +928,8 @@ def prune_neurons(model: keras.Model, fraction: float | None = None, threshold: 
                 raise ValueError(f"the outputs of layer {group.root!r} cannot be pruned: {group.reason}")
             if group not in chosen:
                 chosen.append(group)
-    scores = {g: _group_scores(model, g, fn, data) for g in chosen}
+    with surgery.reading():
+        scores = {g: _group_scores(model, g, fn, data) for g in chosen}
     if scope == "global":
         scores = {g: normalize_scores(s, normalize) for g, s in scores.items()}
     keep_mask = {}

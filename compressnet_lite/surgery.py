@@ -39,6 +39,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -130,8 +132,32 @@ def _check_keep(keep: Any, units: int) -> np.ndarray:
 # Keras glue: rebuilding a graph
 # =======================================================================================
 
+_READS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("cnl_surgery_reads", default=None)
+
+
 def _np(v: Any) -> np.ndarray:
-    return np.asarray(keras.ops.convert_to_numpy(v))
+    """A variable's value as NumPy; read once per :func:`reading` block (treat as read-only)."""
+    cache = _READS.get()
+    if cache is None:
+        return np.asarray(keras.ops.convert_to_numpy(v))
+    key = id(v)
+    if key not in cache:
+        cache[key] = (v, np.asarray(keras.ops.convert_to_numpy(v)))
+    return cache[key][1]
+
+
+@contextlib.contextmanager
+def reading():
+    """Read every variable at most once inside the block (one transform reads many slices of
+    the same weights). Nothing may change the weights while the block runs."""
+    if _READS.get() is not None:
+        yield
+        return
+    token = _READS.set({})
+    try:
+        yield
+    finally:
+        _READS.reset(token)
 
 
 def _is_graph_model(obj: Any) -> bool:
@@ -1367,7 +1393,8 @@ def dependency_groups(model: keras.Model, *, prune_inputs: bool = False,
 
 
 def group_of(model: keras.Model, layer: Any, groups: Sequence[DependencyGroup] | None = None) -> DependencyGroup:
-    """The dependency group of ``layer``'s *output* channels (the group it produces).
+    """The dependency group of ``layer``'s *output* channels (the group it produces); for
+    MultiHeadAttention, the group of its heads.
 
     Raises:
         ValueError: unknown layer, or a layer that produces no channel group (no weights
@@ -1375,12 +1402,10 @@ def group_of(model: keras.Model, layer: Any, groups: Sequence[DependencyGroup] |
     """
     target = _find_layer(model, layer)
     groups = dependency_groups(model) if groups is None else groups
-    for g in groups:
-        if any(m.layer is target and m.role in ("producer",) for m in g.members):
-            return g
-    for g in groups:  # attention heads
-        if any(m.layer is target and m.role == "heads" for m in g.members):
-            return g
+    for role in ("heads", "producer"):   # attention: its heads, rather than its output channels
+        for g in groups:
+            if any(m.layer is target and m.role == role for m in g.members):
+                return g
     for g in groups:  # a layer the analysis refused: say why
         if not g.prunable and target.name in g.layers and f"{target.name!r}" in g.reason:
             raise ValueError(f"the outputs of layer {target.name!r} cannot be pruned: {g.reason}")
@@ -1485,6 +1510,11 @@ def keep_channels(model: keras.Model, keep: Mapping[Any, Any], *, fold: Mapping[
     _check_graph_model(model)
     if not isinstance(keep, Mapping):
         raise TypeError(f"keep must be a dict {{group: unit indices}}, got {type(keep).__name__}")
+    with reading():
+        return _keep_channels(model, keep, fold, incoming)
+
+
+def _keep_channels(model, keep, fold, incoming) -> keras.Model:
     fold, incoming = dict(fold or {}), dict(incoming or {})
     groups = _resolve_groups(model, list(keep) + list(fold) + list(incoming))
     n_keep = len(keep)

@@ -145,3 +145,21 @@ def test_flops_rejects_subclassed_models_instead_of_counting_zero():
     m(np.zeros((1, 4), np.float32))
     with pytest.raises(ValueError, match="functional or Sequential"):
         metrics.flops(m)
+
+
+def test_flops_of_each_layer_family():
+    """MACs by hand: conv, depthwise, separable, transposed, einsum and attention layers."""
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)            # 64 * 3*3*3*4
+    x = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, name="dw")(x)   # 64 * 3*3*4*2
+    x = keras.layers.SeparableConv2D(5, 3, strides=2, padding="same", name="sep")(x)  # 16 * (9*8 + 8*5)
+    x = keras.layers.Conv2DTranspose(2, 2, strides=2, name="tconv")(x)             # 16 inputs * 2*2*2*5
+    model = keras.Model(inputs, x)
+    expected = 64 * 108 + 64 * 72 + 16 * (72 + 40) + 16 * 40
+    assert metrics.flops(model) == expected
+    seq = keras.Input((6, 5))
+    a = keras.layers.MultiHeadAttention(2, 4, name="mha")(seq, seq)    # 4 projections + 2 products
+    e = keras.layers.EinsumDense("abc,cd->abd", output_shape=(None, 7), name="ein")(a)
+    attention = keras.Model(seq, e)
+    projections = 6 * (5 * 2 * 4) * 3 + 6 * (2 * 4 * 5)
+    assert metrics.flops(attention) == projections + 2 * 6 * 6 * (4 + 4) + 6 * 5 * 7
