@@ -10,8 +10,8 @@ Array math (NumPy, no Keras) comes first: :func:`quantize`, :func:`dequantize`,
 :func:`binarize`, :func:`pack` / :func:`unpack`. The Keras glue follows:
 :func:`quantize_model` (post-training, per channel), :func:`quantize_aware` (fake
 quantization with the straight-through estimator), :func:`quantization_report` (bytes
-measured on disk) and :func:`to_tflite` / :func:`tflite_predict` (full-integer int8 kernels
-through TensorFlow Lite).
+measured on disk); :func:`to_tflite` / :func:`tflite_predict` (full-integer int8 kernels
+through TensorFlow Lite) are aliases of :mod:`compressnet_lite.tflite`.
 
 How a quantized layer stores itself (:class:`QuantizedDense`, :class:`QuantizedConv2D`,
 :class:`QuantizedDepthwiseConv2D`): its ``kernel`` is an ordinary, frozen (non-trainable)
@@ -25,11 +25,8 @@ and ``axis`` (the kernel axis that has one scale per index, or ``None``).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import tempfile
-import warnings
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import keras
@@ -969,156 +966,17 @@ def quantization_report(model: keras.Model, x: Any = None, y: Any = None) -> Qua
 
 
 # ---------------------------------------------------------------------------------------
-# Real int8 kernels: TensorFlow Lite
+# Real int8 kernels: TensorFlow Lite, in compressnet_lite.tflite
 # ---------------------------------------------------------------------------------------
 
-def _batches(data: Any, limit: int = 256):
-    x = check_array(data, "representative_data")
-    if x.ndim < 2:
-        raise ValueError(f"representative_data must be a batch of examples (n, ...), got shape {x.shape}")
-    for i in range(min(len(x), limit)):
-        yield [x[i:i + 1].astype(np.float32)]
+_TFLITE_NAMES = ("to_tflite", "TFLiteRunner", "tflite_predict")
 
 
-def to_tflite(model: keras.Model, representative_data: Any = None, int8: bool = True) -> bytes:
-    """Convert ``model`` with the TensorFlow Lite converter; full-integer int8 by default.
+def __getattr__(name: str) -> Any:
+    """``to_tflite``, ``TFLiteRunner`` and ``tflite_predict`` live in :mod:`compressnet_lite.tflite`;
+    the names here are aliases, loaded on first use (``import quantization`` stays light)."""
+    if name in _TFLITE_NAMES:
+        from compressnet_lite import tflite
 
-    With ``int8=True`` weights *and* activations become int8 (activation ranges calibrated
-    on up to 256 examples of ``representative_data``), every op must have an int8 kernel
-    (``TFLITE_BUILTINS_INT8``), inputs and outputs stay float32 (a quantize op at the
-    entry, a dequantize op at the exit). With ``int8=False`` the float32 model is converted.
-
-    Args:
-        model: a built Keras model (a ``quantize_model`` or QAT model works too: its kernels
-            are plain float tensors to the converter).
-        representative_data: example inputs, shape ``(n, ...)``; required for int8.
-        int8: full-integer quantization (``True``) or a float32 model.
-
-    Returns:
-        The ``.tflite`` flatbuffer as bytes.
-
-    Raises:
-        ValueError: ``int8`` without ``representative_data``, or empty/NaN data, or data whose
-            example shape is not the model's input shape.
-    """
-    import tensorflow as tf
-
-    check_model(model)
-    if int8 and representative_data is None:
-        raise ValueError("representative_data is required for int8=True: full-integer quantization "
-                         "calibrates activation ranges on example inputs (pass e.g. x_train[:256])")
-    if representative_data is not None:
-        x = check_array(representative_data, "representative_data")
-        want = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
-        if want is not None and (x.ndim != len(want) + 1 or
-                                 any(w is not None and w != h for w, h in zip(want, x.shape[1:]))):
-            raise ValueError(f"representative_data must have shape (n, {', '.join(map(str, want))}) "
-                             f"to fit the model's input, got {x.shape}")
-    with _quiet():  # from_keras_model exports a SavedModel and prints its signature
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if int8:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: _batches(representative_data)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    with _quiet():
-        return bytes(converter.convert())
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Silence the converter's and interpreters' chatter: Python warnings, stdout, and the
-    C++ log lines they write straight to file descriptor 2 (e.g. "fully_quantize: 0 ...")."""
-    import sys
-
-    saved = None
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):  # no real fd 2 (some embedded consoles)
-        saved = None
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        if saved is not None:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-class TFLiteRunner:
-    """A callable that runs a single-input, single-output ``.tflite`` model on a batch.
-
-    Uses LiteRT's ``ai_edge_litert.interpreter.Interpreter`` when it is installed, else the
-    deprecated ``tf.lite.Interpreter`` (its deprecation warning is silenced). ``backend``
-    says which one runs. Int8 inputs/outputs, if the model has them, are (de)quantized here.
-
-    Args:
-        tflite_bytes: a flatbuffer from :func:`to_tflite`.
-        num_threads: interpreter threads (1 for comparable latency).
-    """
-
-    def __init__(self, tflite_bytes: bytes, num_threads: int = 1):
-        if not isinstance(tflite_bytes, (bytes, bytearray)) or not tflite_bytes:
-            raise TypeError(f"tflite_bytes must be non-empty bytes (from to_tflite), got "
-                            f"{type(tflite_bytes).__name__}")
-        num_threads = check_positive_int(num_threads, "num_threads")
-        with _quiet():
-            try:
-                from ai_edge_litert.interpreter import Interpreter
-
-                self.backend = "ai_edge_litert"
-            except ImportError:  # pragma: no cover - depends on the environment
-                import tensorflow as tf
-
-                Interpreter = tf.lite.Interpreter
-                self.backend = "tf.lite"
-            self._interp = Interpreter(model_content=bytes(tflite_bytes), num_threads=num_threads)
-        inp = self._interp.get_input_details()[0]
-        self._example = tuple(int(d) for d in inp.get("shape_signature", inp["shape"])[1:])  # -1: any
-        self._batch = None
-        self._first = True
-
-    def __call__(self, x: Any) -> np.ndarray:
-        x = check_array(x, "x")
-        fits = x.ndim == len(self._example) + 1 and all(w in (-1, h)
-                                                        for w, h in zip(self._example, x.shape[1:]))
-        if not fits:
-            want = ", ".join("?" if w == -1 else str(w) for w in self._example)
-            raise ValueError(f"x must have shape (n, {want}) to fit the model's input, got {x.shape}")
-        it = self._interp
-        inp = it.get_input_details()[0]
-        if self._batch != len(x):
-            with _quiet():
-                it.resize_tensor_input(inp["index"], [len(x), *x.shape[1:]])
-                it.allocate_tensors()
-            self._batch = len(x)
-            inp = it.get_input_details()[0]
-        if inp["dtype"] in (np.int8, np.uint8):
-            s, z = inp["quantization"]
-            x = np.clip(np.round(x / s + z), np.iinfo(inp["dtype"]).min, np.iinfo(inp["dtype"]).max)
-        it.set_tensor(inp["index"], x.astype(inp["dtype"]))
-        if self._first:
-            with _quiet():  # XNNPACK announces itself on the first run
-                it.invoke()
-            self._first = False
-        else:
-            it.invoke()
-        out = it.get_output_details()[0]
-        y = it.get_tensor(out["index"])
-        if out["dtype"] in (np.int8, np.uint8):
-            s, z = out["quantization"]
-            y = (y.astype(np.float32) - z) * s
-        return np.asarray(y)
-
-
-def tflite_predict(tflite_bytes: bytes, x: Any, *, num_threads: int = 1) -> np.ndarray:
-    """Run a ``.tflite`` model on ``x`` and return its outputs (see :class:`TFLiteRunner`).
-
-    Example:
-        >>> probs = tflite_predict(to_tflite(model, x_train), x_test)   # doctest: +SKIP
-    """
-    return TFLiteRunner(tflite_bytes, num_threads=num_threads)(x)
+        return getattr(tflite, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

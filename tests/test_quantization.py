@@ -335,42 +335,6 @@ def test_sequential_model_works():
     assert isinstance(q.get_layer("d"), Q.QuantizedDense)
 
 
-# ---------------------------------------------------------------------------------------
-# TFLite
-# ---------------------------------------------------------------------------------------
-
-def test_tflite_int8_matches_float_accuracy(mlp, digits):
-    float_bytes = Q.to_tflite(mlp, int8=False)
-    int8_bytes = Q.to_tflite(mlp, digits.x_train)
-    assert len(int8_bytes) < len(float_bytes) / 2
-    runner = Q.TFLiteRunner(int8_bytes)
-    assert runner.backend in ("ai_edge_litert", "tf.lite")
-    acc_float = np.mean(Q.tflite_predict(float_bytes, digits.x_test).argmax(1) == digits.y_test)
-    acc_int8 = np.mean(runner(digits.x_test).argmax(1) == digits.y_test)
-    acc_keras = cnl.metrics.accuracy(mlp, digits.x_test, digits.y_test)
-    assert abs(acc_float - acc_keras) < 1e-9
-    assert acc_int8 >= acc_float - 0.01
-    assert runner(digits.x_test[:7]).shape == (7, 10)  # batch size can change
-
-
-def test_tflite_errors(mlp):
-    with pytest.raises(ValueError, match="representative_data is required"):
-        Q.to_tflite(mlp)
-    with pytest.raises(ValueError, match="must not be empty"):
-        Q.to_tflite(mlp, np.zeros((0, 64), np.float32))
-    with pytest.raises(TypeError, match="tflite_bytes"):
-        Q.tflite_predict("model.tflite", np.zeros((1, 64)))
-    with pytest.raises(ValueError, match=r"representative_data must have shape \(n, 64\)"):
-        Q.to_tflite(mlp, np.zeros((4, 7), np.float32))
-    with pytest.raises(ValueError, match=r"representative_data must have shape \(n, 64\)"):
-        Q.to_tflite(mlp, np.zeros(64, np.float32))
-    runner = Q.TFLiteRunner(Q.to_tflite(mlp, int8=False))
-    for x in (np.zeros((2, 7), np.float32), np.zeros(64, np.float32), np.zeros((2, 8, 8), np.float32)):
-        with pytest.raises(ValueError, match=r"x must have shape \(n, 64\)"):
-            runner(x)
-    assert runner(np.zeros((3, 64), np.float32)).shape == (3, 10)  # still usable after the refusals
-
-
 _STRATEGY_SCRIPT = """
 import numpy as np
 import compressnet_lite as cnl
