@@ -557,3 +557,71 @@ def test_score_mask_accepts_the_whole_range():
     assert pruning.score_mask(np.arange(4.0), 1.0).sum() == 0
     assert pruning.score_mask(np.arange(4.0), 0.0).sum() == 4
     assert pruning.constant_sparsity(5, 0.5, begin=3) == 0.5 and pruning.constant_sparsity(2, 0.5, begin=3) == 0.0
+
+
+def test_group_taylor_and_activation_criteria():
+    """Taylor: sum of |w dL/dw| over the group's slices; activations: on the tensor fc2 reads."""
+    from compressnet_lite import _backend
+    model = _model()
+    x, y = X[:64], Y[:64]
+    taylor = pruning.neuron_scores(model, "fc1", pruning.GroupImportance("taylor", reduce="sum"), (x, y))
+    k1, k2 = model.get_layer("fc1").kernel, model.get_layer("fc2").kernel
+    g1, g2 = _backend.loss_gradients(model, [k1, k2], x, y)
+    w1, w2 = np.asarray(k1), np.asarray(k2)
+    np.testing.assert_allclose(taylor, np.abs(w1 * g1).sum(0) + np.abs(w2 * g2).sum(1), rtol=1e-5)
+    hidden = keras.Model(model.inputs, model.get_layer("fc1").output).predict(x, verbose=0)
+    mean_act = pruning.neuron_scores(model, "fc1", "mean_activation", x)
+    np.testing.assert_allclose(mean_act, np.abs(hidden).mean(0), rtol=1e-5)
+    apoz = pruning.neuron_scores(model, "fc1", "apoz", x)
+    np.testing.assert_allclose(apoz, (hidden != 0).mean(0), rtol=1e-6)
+    with pytest.raises(ValueError, match="needs labels"):
+        pruning.neuron_scores(model, "fc1", "taylor", x)
+    with pytest.raises(ValueError, match="needs data"):
+        pruning.neuron_scores(model, "fc1", pruning.GroupImportance("apoz"))
+    small = pruning.prune_neurons(model, 0.5, criterion="taylor", data=(x, y))
+    assert small.get_layer("fc1").units == 8
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    pytest.param({"kind": "l3"}, ValueError, "kind must be one of", id="kind"),
+    pytest.param({"members": "some"}, ValueError, "members must be one of", id="members"),
+    pytest.param({"reduce": "max"}, ValueError, "reduce must be one of", id="reduce"),
+])
+def test_group_importance_errors(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        pruning.GroupImportance(**kwargs)
+
+
+def test_normalize_scores():
+    s = np.array([1.0, 3.0, 2.0])
+    np.testing.assert_allclose(pruning.normalize_scores(s, "mean"), s / 2)
+    np.testing.assert_allclose(pruning.normalize_scores(s, "max"), s / 3)
+    np.testing.assert_allclose(pruning.normalize_scores(s, "lamp"), [1 / 6, 1.0, 2 / 5])
+    np.testing.assert_array_equal(pruning.normalize_scores(s, None), s)
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        pruning.normalize_scores(s, "sum")
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    pytest.param({"fraction": 0.5, "scope": "model"}, ValueError, "scope must be one of", id="scope"),
+    pytest.param({"fraction": 0.5, "scope": "global", "normalize": "z"}, ValueError, "normalize must be",
+                 id="normalize"),
+    pytest.param({"fraction": 0.5, "round_to": 0}, ValueError, "round_to must be >= 1", id="round-to"),
+    pytest.param({"threshold": "0.5"}, TypeError, "threshold must be a number", id="threshold-str"),
+    pytest.param({"fraction": 0.5, "layers": []}, ValueError, "at least one layer", id="no-layers"),
+    pytest.param({"fraction": 0.5, "criterion": lambda m, g, d: np.ones(3)}, ValueError,
+                 r"criterion returned shape \(3,\)", id="criterion-shape"),
+    pytest.param({"fraction": 0.5, "criterion": lambda m, g, d: np.full(g.units, np.nan)}, ValueError,
+                 "NaN", id="criterion-nan"),
+])
+def test_prune_neurons_graph_options_errors(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        pruning.prune_neurons(_model(), **kwargs)
+
+
+def test_prune_neurons_global_scope_and_round_to():
+    model = _model()                                  # fc1 16 units, fc2 8 units
+    small = pruning.prune_neurons(model, 0.5, scope="global")
+    assert small.get_layer("fc1").units + small.get_layer("fc2").units == 12
+    rounded = pruning.prune_neurons(model, 0.6, round_to=4)
+    assert rounded.get_layer("fc1").units == 8 and rounded.get_layer("fc2").units == 4
