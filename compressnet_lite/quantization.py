@@ -39,7 +39,7 @@ from compressnet_lite._checks import (check_array, check_bool, check_model, chec
 __all__ = [
     "QTensor", "code_range", "quantize", "dequantize", "binarize", "pack", "unpack",
     "fake_quantize", "minmax_range", "percentile_range", "mse_range", "RANGE_RULES",
-    "fake_quant_weights",
+    "fake_quant_weights", "fold_batchnorm_weights", "fold_batchnorm",
     "QuantizedDense", "QuantizedConv2D", "QuantizedDepthwiseConv2D",
     "QATDense", "QATConv2D", "QATDepthwiseConv2D",
     "quantize_model", "quantize_aware", "quantized_layers", "write_packed",
@@ -354,6 +354,74 @@ def mse_range(x: Any, bits: int = 8, candidates: int = 100, max_values: int = 1 
 
 
 RANGE_RULES = {"minmax": minmax_range, "percentile": percentile_range, "mse": mse_range}
+
+
+# BatchNorm folding ------------------------------------------------------------------------
+# In inference a BatchNormalization after a linear layer is a per-channel affine map, so it
+# can be folded into the layer's kernel and bias (Jacob et al. 2018, section 3.2): one
+# integer layer instead of a layer plus a float normalisation.
+
+def fold_batchnorm_weights(kernel: Any, bias: Any, gamma: Any, beta: Any, mean: Any, variance: Any,
+                           epsilon: float = 1e-3, depth_multiplier: int | None = None
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel and bias of ``BN(x W + b)`` as one linear layer (BatchNorm in inference mode).
+
+    With ``s = gamma / sqrt(variance + epsilon)`` per output channel::
+
+        BN(x W + b) = s (x W + b - mean) + beta = x (W s) + (s (b - mean) + beta)
+
+    so ``W' = W * s`` (each output channel's column scaled) and ``b' = s (b - mean) + beta``.
+
+    Args:
+        kernel: the layer's kernel, output channels on the last axis (Dense ``(in, out)``,
+            Conv ``(..., in, out)``); for a DepthwiseConv2D ``(kh, kw, in, multiplier)``
+            pass ``depth_multiplier`` (output channel ``c = i * multiplier + m``).
+        bias: the layer's bias, or ``None`` (no bias: 0).
+        gamma, beta, mean, variance: the BatchNormalization's vectors, one per output
+            channel (``gamma = 1`` / ``beta = 0`` when it has no scale / center).
+        epsilon: the BatchNormalization's epsilon (> 0).
+        depth_multiplier: set for a depthwise kernel.
+
+    Returns:
+        ``(kernel', bias')`` as float32 (``kernel'`` of ``kernel``'s shape).
+
+    Raises:
+        TypeError / ValueError: non-float or non-finite arrays, vectors of the wrong length,
+            negative variance, bad ``epsilon``.
+
+    Example:
+        >>> k, b = fold_batchnorm_weights(np.ones((2, 1)), None, gamma=[2.0], beta=[1.0],
+        ...                               mean=[0.5], variance=[3.0], epsilon=1.0)
+        >>> k.ravel().tolist(), b.tolist()                 # s = 2 / sqrt(4) = 1
+        ([1.0, 1.0], [0.5])
+    """
+    kernel = _check_float(kernel, "kernel").astype(np.float64)
+    epsilon = check_real(epsilon, "epsilon", minimum=0.0, min_inclusive=False)
+    if depth_multiplier is not None:
+        depth_multiplier = check_positive_int(depth_multiplier, "depth_multiplier")
+        if kernel.ndim != 4 or kernel.shape[3] != depth_multiplier:
+            raise ValueError(f"a depthwise kernel must have shape (kh, kw, in, {depth_multiplier}), "
+                             f"got {kernel.shape}")
+        channels = kernel.shape[2] * kernel.shape[3]
+    else:
+        channels = kernel.shape[-1]
+    vectors = {}
+    for name, v in (("gamma", gamma), ("beta", beta), ("mean", mean), ("variance", variance),
+                    ("bias", np.zeros(channels) if bias is None else bias)):
+        arr = check_array(v, name).astype(np.float64)
+        if arr.shape != (channels,):
+            raise ValueError(f"{name} must have shape ({channels},) (one value per output channel), "
+                             f"got {arr.shape}")
+        vectors[name] = arr
+    if np.any(vectors["variance"] < 0):
+        raise ValueError("variance must be >= 0")
+    s = vectors["gamma"] / np.sqrt(vectors["variance"] + epsilon)
+    if depth_multiplier is None:
+        new_kernel = kernel * s
+    else:
+        new_kernel = kernel * s.reshape(kernel.shape[2], kernel.shape[3])
+    new_bias = s * (vectors["bias"] - vectors["mean"]) + vectors["beta"]
+    return new_kernel.astype(np.float32), new_bias.astype(np.float32)
 
 
 def pack(qt: QTensor) -> np.ndarray:
@@ -881,6 +949,98 @@ def _calibrate(model: keras.Model, x: np.ndarray, rule: Callable) -> None:
             raise ValueError(f"calibration rule must return a finite range lo <= 0 <= hi, got "
                              f"({lo}, {hi}) for layer {layer.name!r}")
         layer.set_activation_range(lo, hi)
+
+
+# ---------------------------------------------------------------------------------------
+# Keras glue: BatchNorm folding
+# ---------------------------------------------------------------------------------------
+
+_FOLDABLE = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+             keras.layers.DepthwiseConv2D)
+
+
+def _fold_target(bn: keras.layers.BatchNormalization) -> tuple[Any, str | None]:
+    """The layer ``bn`` can be folded into, or ``(None, why not)``."""
+    nodes = bn._inbound_nodes
+    if len(nodes) != 1:
+        return None, f"{bn.name!r} is called {len(nodes)} times"
+    history = getattr(nodes[0].input_tensors[0], "_keras_history", None)
+    producer = history.operation if history is not None else None
+    if type(producer) not in _FOLDABLE:
+        kind = type(producer).__name__ if producer is not None else "no layer"
+        return None, f"{bn.name!r} follows {kind} (foldable: Dense, Conv1D/2D/3D, DepthwiseConv2D)"
+    if len(producer._inbound_nodes) != 1 or len(producer._outbound_nodes) != 1:
+        return None, f"{bn.name!r}: the output of {producer.name!r} is used elsewhere too"
+    act = getattr(producer.activation, "__name__", "")
+    if act != "linear":
+        return None, f"{bn.name!r} follows {producer.name!r}, which applies {act} before it"
+    channels_first = getattr(producer, "data_format", "channels_last") == "channels_first"
+    ndim = len(producer.output.shape)
+    axis = bn.axis if isinstance(bn.axis, int) else (bn.axis[0] if len(bn.axis) == 1 else None)
+    if axis is None or axis % ndim != (1 if channels_first else ndim - 1):
+        return None, f"{bn.name!r} normalises axis {bn.axis}, not {producer.name!r}'s channels"
+    return producer, None
+
+
+def fold_batchnorm(model: keras.Model) -> keras.Model:
+    """A new model with every foldable BatchNormalization folded into the layer before it.
+
+    A BatchNormalization directly after a Dense, Conv1D/2D/3D or DepthwiseConv2D without an
+    activation (``conv -> BN -> ReLU``, the usual order), whose input nothing else reads,
+    is removed and the layer gets the folded kernel and bias of
+    :func:`fold_batchnorm_weights` (a bias is added if it had none). The new model computes
+    what ``model`` computes in inference (moving statistics), up to float rounding; it is
+    what integer kernels run (TFLite's converter folds the same way). Other
+    BatchNormalization layers stay. Built through ``surgery.rewrite``.
+
+    Args:
+        model: a built Sequential or functional model (not changed).
+
+    Returns:
+        A new, uncompiled model.
+
+    Raises:
+        TypeError / ValueError: not a built graph model; no BatchNormalization can be folded
+            (the message says why for each).
+
+    Example:
+        >>> folded = fold_batchnorm(model)                     # doctest: +SKIP
+    """
+    from compressnet_lite import surgery
+
+    check_model(model)
+    bns = [l for l in surgery.graph_layers(model) if type(l) is keras.layers.BatchNormalization]
+    targets, reasons = {}, []
+    for bn in bns:
+        producer, why = _fold_target(bn)
+        if producer is None:
+            reasons.append(why)
+        else:
+            targets[producer.name] = (producer, bn)
+    if not targets:
+        detail = "; ".join(reasons) if reasons else "it has none"
+        raise ValueError(f"model {model.name!r} has no BatchNormalization to fold: {detail}")
+    weights, dropped = {}, set()
+    for name, (layer, bn) in targets.items():
+        v = {k.split("/")[-1]: keras.ops.convert_to_numpy(w) for k, w in
+             ((w.path, w) for w in bn.weights)}
+        ones = np.ones(v["moving_mean"].shape, np.float32)
+        bias = keras.ops.convert_to_numpy(layer.bias) if layer.use_bias else None
+        kernel = keras.ops.convert_to_numpy(layer.kernel)
+        multiplier = layer.depth_multiplier if isinstance(layer, keras.layers.DepthwiseConv2D) else None
+        k, b = fold_batchnorm_weights(kernel, bias, v.get("gamma", ones), v.get("beta", 0 * ones),
+                                      v["moving_mean"], v["moving_variance"], bn.epsilon, multiplier)
+        weights[name] = {"kernel": k, "bias": b}
+        dropped.add(bn.name)
+
+    def make(layer):
+        if layer.name in dropped:
+            return []
+        if layer.name in targets:
+            return type(layer).from_config({**layer.get_config(), "use_bias": True})
+        return None
+
+    return surgery.rewrite(model, make, weights=weights)
 
 
 # ---------------------------------------------------------------------------------------

@@ -532,3 +532,110 @@ def test_qat_layer_argument_errors():
     layer.build((None, 4))
     with pytest.raises(ValueError, match="does not quantize its outputs"):
         layer.set_activation_range(0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------
+# BatchNorm folding
+# ---------------------------------------------------------------------------------------
+
+def _bn_stats(model, seed=0):
+    """Non-trivial BatchNorm statistics and affine parameters (fresh ones are the identity)."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            for w in layer.weights:
+                n = w.shape[0]
+                name = w.path.split("/")[-1]
+                value = {"gamma": rng.uniform(0.5, 2.0, n), "beta": rng.normal(0, 0.5, n),
+                         "moving_mean": rng.normal(0, 0.5, n),
+                         "moving_variance": rng.uniform(0.1, 3.0, n)}[name]
+                w.assign(value.astype(np.float32))
+    return model
+
+
+def test_fold_batchnorm_weights_by_hand_and_depthwise():
+    k, b = Q.fold_batchnorm_weights(np.array([[1.0, 2.0]]), np.array([0.5, -1.0]), gamma=[2.0, 1.0],
+                                    beta=[0.0, 3.0], mean=[0.5, 1.0], variance=[3.0, 0.0], epsilon=1.0)
+    np.testing.assert_allclose(k, [[1.0, 2.0]])          # s = (2/2, 1/1)
+    np.testing.assert_allclose(b, [0.0, 1.0])            # s (b - mean) + beta
+    dw = np.arange(12, dtype=np.float32).reshape(1, 1, 3, 4) + 1   # in 3, multiplier 4
+    gamma = np.arange(12, dtype=np.float32) + 1
+    k, b = Q.fold_batchnorm_weights(dw, None, gamma, np.zeros(12), np.zeros(12), np.ones(12) - 1e-3,
+                                    epsilon=1e-3, depth_multiplier=4)
+    np.testing.assert_allclose(k.ravel(), dw.ravel() * gamma, rtol=1e-6)  # channel c = i * 4 + m
+
+
+def _bn_models():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 2))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inp)
+    x = keras.layers.BatchNormalization(name="bn_conv")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, use_bias=False, name="dw")(x)
+    x = keras.layers.BatchNormalization(name="bn_dw", center=False)(x)
+    x = keras.layers.Conv2D(3, 1, activation="relu", name="conv_relu")(x)
+    x = keras.layers.BatchNormalization(name="bn_after_relu")(x)   # stays: ReLU comes first
+    x = keras.layers.Flatten()(x)
+    y = keras.layers.Dense(6, name="fc")(x)
+    y = keras.layers.BatchNormalization(name="bn_fc", scale=False)(y)
+    graph = keras.Model(inp, y, name="graph")
+    seq = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, name="d"),
+                            keras.layers.BatchNormalization(name="bn"), keras.layers.Dense(2)],
+                           name="seq")
+    return {"graph": _bn_stats(graph), "sequential": _bn_stats(seq, 1)}
+
+
+@pytest.mark.parametrize("kind", ["graph", "sequential"])
+def test_fold_batchnorm_is_exact_and_leaves_the_caller(kind):
+    model = _bn_models()[kind]
+    before = _weights(model)
+    folded = Q.fold_batchnorm(model)
+    names = [l.name for l in folded.layers]
+    x = np.random.default_rng(2).normal(size=(16, *model.inputs[0].shape[1:])).astype(np.float32)
+    ref = keras.ops.convert_to_numpy(model(x, training=False))
+    got = keras.ops.convert_to_numpy(folded(x, training=False))
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    if kind == "graph":
+        assert "bn_after_relu" in names and not {"bn_conv", "bn_dw", "bn_fc"} & set(names)
+        assert folded.get_layer("dw").use_bias and not model.get_layer("dw").use_bias
+    else:
+        assert "bn" not in names and len(folded.layers) == 2
+
+
+def test_fold_batchnorm_skips_shared_outputs_and_explains():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4,))
+    d = keras.layers.Dense(3, name="d")(inp)
+    out = keras.layers.Add()([keras.layers.BatchNormalization(name="bn")(d), d])
+    model = keras.Model(inp, out)
+    with pytest.raises(ValueError, match="the output of 'd' is used elsewhere too"):
+        Q.fold_batchnorm(model)
+    first = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization(name="bn0"),
+                              keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="'bn0' follows InputLayer"):
+        Q.fold_batchnorm(first)
+    with pytest.raises(ValueError, match="has no BatchNormalization to fold: it has none"):
+        Q.fold_batchnorm(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
+    with pytest.raises(TypeError, match="keras.Model"):
+        Q.fold_batchnorm("model")
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: Q.fold_batchnorm_weights(np.ones((2, 3)), None, np.ones(2), np.zeros(3), np.zeros(3),
+                                      np.ones(3)), ValueError, r"gamma must have shape \(3,\)"),
+    (lambda: Q.fold_batchnorm_weights(np.ones((2, 3)), np.ones(3), np.ones(3), np.zeros(3), np.zeros(3),
+                                      -np.ones(3)), ValueError, "variance must be >= 0"),
+    (lambda: Q.fold_batchnorm_weights(np.ones((2, 3)), None, np.ones(3), np.zeros(3), np.zeros(3),
+                                      np.ones(3), epsilon=0), ValueError, "epsilon must be a finite number > 0"),
+    (lambda: Q.fold_batchnorm_weights(np.ones((2, 3), int), None, np.ones(3), np.zeros(3), np.zeros(3),
+                                      np.ones(3)), TypeError, "kernel must be a floating-point array"),
+    (lambda: Q.fold_batchnorm_weights(np.ones((1, 1, 2, 2)), None, np.ones(4), np.zeros(4), np.zeros(4),
+                                      np.ones(4), depth_multiplier=3), ValueError, "depthwise kernel"),
+    (lambda: Q.fold_batchnorm_weights(np.ones((2, 3)), None, np.ones(3), [0, 0, np.nan], np.zeros(3),
+                                      np.ones(3)), ValueError, "beta contains NaN"),
+], ids=["gamma-length", "negative-variance", "epsilon", "int-kernel", "depthwise-shape", "nan"])
+def test_fold_batchnorm_weights_errors(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
