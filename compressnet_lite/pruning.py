@@ -44,7 +44,8 @@ __all__ = [
     "WEIGHT_CRITERIA", "NEURON_CRITERIA", "GroupImportance", "neuron_scores", "normalize_scores",
     # Keras glue
     "MaskConstraint", "PrunableDense", "PrunableConv2D", "prune", "strip", "masks",
-    "PruningCallback", "prune_neurons", "save_sparse", "load_sparse", "SparseBytes", "sparse_bytes",
+    "PruningCallback", "prune_neurons", "recalibrate_batchnorm",
+    "save_sparse", "load_sparse", "SparseBytes", "sparse_bytes",
 ]
 
 
@@ -954,6 +955,57 @@ def prune_neurons(model: keras.Model, fraction: float | None = None, threshold: 
     if not keeps:
         return surgery.rewrite(model)
     return surgery.keep_channels(model, keeps)
+
+
+def recalibrate_batchnorm(model: keras.Model, x: Any, *, batch_size: int = 256) -> keras.Model:
+    """A copy of ``model`` whose BatchNormalization statistics are measured again on ``x``.
+
+    Removing channels changes what the layers after them receive, so the moving means and
+    variances a BatchNormalization layer learnt no longer describe its input, and a pruned
+    network can fall to chance before any fine-tuning although no weight it keeps has
+    changed. This sets each layer's statistics to the exact mean and variance of its input
+    over ``x``, layer after layer in graph order (so every layer sees inputs already
+    normalised by the new statistics of the layers before it), in inference mode (dropout
+    off). No weight other than the moving statistics changes.
+
+    Args:
+        model: a built Sequential or functional model (not changed).
+        x: calibration inputs (a few hundred training examples are enough), or ``(x, y)`` /
+            a Dataset (its training inputs).
+        batch_size: examples per forward pass.
+
+    Returns:
+        A new model; the same as ``model`` if it has no BatchNormalization layer.
+
+    Raises:
+        TypeError / ValueError: bad model or data, a BatchNormalization layer inside a nested
+            model (flatten the model first) or normalising a non-channel axis.
+    """
+    from compressnet_lite import surgery
+
+    check_model(model)
+    check_positive_int(batch_size, "batch_size")
+    x, _ = _batch(x, "x")
+    new = surgery.rewrite(model)
+    layers = [l for l in surgery.graph_layers(new) if isinstance(l, keras.layers.BatchNormalization)]
+    top = {id(l) for l in new.layers}
+    for layer in layers:
+        if id(layer) not in top:
+            raise ValueError(f"BatchNormalization layer {layer.name!r} sits in a nested model; "
+                             "recalibrate_batchnorm needs it in the outer graph")
+        rank = len(layer.input.shape)
+        if layer.axis not in (-1, rank - 1):
+            raise ValueError(f"layer {layer.name!r} normalises axis {layer.axis}; channels-last only")
+        probe = keras.Model(new.input, layer.input)
+        total, total2, count = 0.0, 0.0, 0
+        for start in range(0, len(x), batch_size):
+            a = np.asarray(probe(x[start:start + batch_size], training=False), np.float64)
+            a = a.reshape(-1, a.shape[-1])
+            total, total2, count = total + a.sum(0), total2 + np.square(a).sum(0), count + a.shape[0]
+        mean = total / count
+        layer.moving_mean.assign(mean.astype("float32"))
+        layer.moving_variance.assign(np.maximum(total2 / count - mean ** 2, 0.0).astype("float32"))
+    return new
 
 
 # =======================================================================================

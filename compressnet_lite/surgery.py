@@ -614,7 +614,7 @@ class DependencyGroup:
         if not self.read:
             raise ValueError(f"group {self.index} ({self.root!r}) has no tensor in the outer graph that "
                              "a consumer reads; activation criteria cannot see its channels")
-        probe = keras.Model(self.model.inputs, [t for t, _ in self.read])
+        probe = keras.Model(self.model.input, [t for t, _ in self.read])
         outs = probe.predict(x, batch_size=batch_size, verbose=0)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         result = []
@@ -778,14 +778,14 @@ def _pass_types() -> tuple:
              "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
              "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D", "Cropping3D",
              "UpSampling1D", "UpSampling2D", "UpSampling3D", "RepeatVector", "ReLU", "LeakyReLU", "ELU",
-             "Activation", "Rescaling", "UnitNormalization"]
+             "Activation", "Rescaling", "UnitNormalization", "Resizing", "CenterCrop"]
     return tuple(getattr(L, n) for n in names if hasattr(L, n))
 
 
 _PASS_TYPES = _pass_types()
 _HOMOGENEOUS_TYPES = tuple(t for t in _PASS_TYPES if t.__name__ not in
                            ("ELU", "Activation", "ReLU", "LeakyReLU", "Rescaling", "UnitNormalization",
-                            "GaussianNoise", "Masking"))
+                            "GaussianNoise", "Masking", "Resizing", "CenterCrop"))
 _ELEMENTWISE = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
 _OP_ELEMENTWISE = ("Add", "Subtract", "Multiply", "Maximum", "Minimum", "Divide", "TrueDivide")
 _OP_UNARY = ("Relu", "Relu6", "Sigmoid", "Tanh", "Silu", "Gelu", "Elu", "Selu", "LeakyRelu",

@@ -625,3 +625,32 @@ def test_prune_neurons_global_scope_and_round_to():
     assert small.get_layer("fc1").units + small.get_layer("fc2").units == 12
     rounded = pruning.prune_neurons(model, 0.6, round_to=4)
     assert rounded.get_layer("fc1").units == 8 and rounded.get_layer("fc2").units == 4
+
+
+def _bn_net():
+    inputs = keras.Input((5, 5, 2))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="c1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.Conv2D(3, 3, padding="same", name="c2")(keras.layers.ReLU()(x))
+    x = keras.layers.BatchNormalization(name="bn2")(x)
+    return keras.Model(inputs, keras.layers.Dense(2, name="out")(keras.layers.GlobalAveragePooling2D()(x)))
+
+
+def test_recalibrate_batchnorm_sets_exact_statistics_layer_by_layer():
+    model = _bn_net()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 5, 5, 2)).astype("float32")
+    before = [w.copy() for w in model.get_weights()]
+    new = pruning.recalibrate_batchnorm(model, x, batch_size=16)
+    for name in ("bn1", "bn2"):
+        bn = new.get_layer(name)
+        a = np.asarray(keras.Model(new.input, bn.input)(x)).reshape(-1, bn.input.shape[-1])
+        np.testing.assert_allclose(new.get_layer(name).moving_mean, a.mean(0), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(new.get_layer(name).moving_variance, a.var(0), rtol=1e-4, atol=1e-5)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(new.get_layer("c2").kernel, model.get_layer("c2").kernel)
+    plain = pruning.recalibrate_batchnorm(_model(), X[:10])      # no BatchNormalization: a copy
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        pruning.recalibrate_batchnorm(model, x, batch_size=0)
+    assert plain.count_params() == _model().count_params()
