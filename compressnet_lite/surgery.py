@@ -57,7 +57,7 @@ __all__ = [
     "rewrite", "replace_layer", "graph_layers",
     # dependency groups
     "Member", "DependencyGroup", "DependencyGroups", "dependency_groups", "keep_channels",
-    "keep_units", "group_of",
+    "keep_units", "group_of", "positively_homogeneous", "reading", "plot_group", "SUPPORTED",
 ]
 
 
@@ -1701,3 +1701,96 @@ def _noscale_reason(group: DependencyGroup) -> str:
     if channel:
         return f"per-channel parameters in {channel} (e.g. BatchNormalization)"
     return "a layer on the way is not positively homogeneous"
+
+
+def plot_group(model: keras.Model, group: Any, ax: Any = None, *, whole: bool = False,
+               max_layers: int = 60) -> Any:
+    """Draw the layers of one dependency group (and their neighbours) as a graph.
+
+    Layers are placed by depth (longest path from the input) from left to right, branches
+    one under the other; producers are drawn red, consumers blue, per-channel layers green,
+    layers the channels only pass through grey, and neighbours outside the group white.
+    Needs matplotlib.
+
+    Args:
+        model: a built Sequential or functional model.
+        group: a :class:`DependencyGroup` of ``dependency_groups(model)``, or a layer name
+            (the group it produces, :func:`group_of`).
+        ax: a matplotlib Axes to draw on (default: a new figure).
+        whole: draw every layer of the model, not only the group and its neighbours.
+        max_layers: refuse to draw more layers than this (the figure becomes unreadable).
+
+    Returns:
+        The Axes.
+
+    Raises:
+        ValueError: more than ``max_layers`` layers, a group of another model.
+    """
+    import matplotlib.pyplot as plt
+
+    group = _resolve_groups(model, [group])[0]
+    nodes = [n for n in _nodes(model) if not _is_graph_model(n.operation)]
+    layers, parents = [], {}
+    for node in nodes:
+        op = node.operation
+        if op not in layers:
+            layers.append(op)
+        parents.setdefault(id(op), set()).update(
+            id(t._keras_history.operation) for t in node.input_tensors if hasattr(t, "_keras_history"))
+    if not whole:
+        inside = set(group.layers)
+        near = {id(op) for op in layers if getattr(op, "name", "") in inside}
+        for op in layers:
+            if id(op) in near:
+                continue
+            if parents.get(id(op), set()) & {id(o) for o in layers if o.name in inside} or \
+                    any(id(op) in parents.get(id(o), ()) for o in layers if o.name in inside):
+                near.add(id(op))
+        layers = [op for op in layers if id(op) in near]
+        kept = {id(op) for op in layers}
+        parents = {k: v & kept for k, v in parents.items() if k in kept}
+    if len(layers) > max_layers:
+        raise ValueError(f"model {model.name!r} has {len(layers)} layers; plot_group draws at most "
+                         f"max_layers={max_layers}")
+    depth: dict[int, int] = {}
+    for op in layers:   # nodes come in topological order
+        depth[id(op)] = 1 + max((depth.get(p, -1) for p in parents.get(id(op), ())), default=-1)
+    rows: dict[int, int] = {}
+    pos = {}
+    for op in layers:
+        d = depth[id(op)]
+        pos[id(op)] = (d, -rows.get(d, 0))
+        rows[d] = rows.get(d, 0) + 1
+    roles = {}
+    for m in group.members:
+        roles.setdefault(m.layer.name, m.role)
+    colours = {"producer": "#d62728", "consumer": "#1f77b4", "channel": "#2ca02c", "heads": "#9467bd"}
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(6.0, 0.9 * (max(depth.values()) + 1)), 1.2 + 0.9 * max(rows.values())))
+    for op in layers:
+        x, y = pos[id(op)]
+        for p in parents.get(id(op), ()):
+            if p in pos:
+                px, py = pos[p]
+                bend = 0.35 if py == y and x - px > 1 else 0.0   # a skip connection arcs over
+                ax.annotate("", xy=(x, y), xytext=(px, py),
+                            arrowprops=dict(arrowstyle="->", color="0.6", lw=0.8, shrinkA=9, shrinkB=9,
+                                            connectionstyle=f"arc3,rad={-bend}"))
+    for op in layers:
+        x, y = pos[id(op)]
+        name = getattr(op, "name", type(op).__name__)
+        role = roles.get(name, "through" if name in group.layers else "")
+        face = colours.get(role, "0.85" if role == "through" else "white")
+        ax.text(x, y, name, ha="center", va="center", fontsize=7, rotation=30,
+                bbox=dict(boxstyle="round,pad=0.25", fc=face, ec="0.3", alpha=0.9,
+                          lw=1.2 if role else 0.5),
+                color="white" if role in colours else "black")
+    ax.set_xlim(-0.7, max(depth.values()) + 0.7)
+    ax.set_ylim(-max(rows.values()) + 0.4, 1.0)
+    ax.set_axis_off()
+    handles = [plt.Line2D([], [], marker="s", ls="", color=c, label=r) for r, c in colours.items()
+               if r in roles.values()]
+    handles.append(plt.Line2D([], [], marker="s", ls="", color="0.85", label="passes through"))
+    ax.legend(handles=handles, loc="lower left", fontsize=7, frameon=False, ncol=len(handles))
+    ax.set_title(f"dependency group of {group.root!r}: {group.units} units", fontsize=9)
+    return ax

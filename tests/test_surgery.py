@@ -880,3 +880,19 @@ def _zero_outgoing_on(current, original, group, removed):
             w[surgery._rows(member.index[removed], block)] = 0.0
             variables[path].assign(np.moveaxis(w, 0, axis))
     return zeroed
+
+
+def test_plot_group_draws_the_members():
+    import matplotlib
+    matplotlib.use("Agg")
+    model = _resnet_block()
+    ax = surgery.plot_group(model, "stem")
+    names = {t.get_text(): t for t in ax.texts}
+    assert {"stem", "b2", "head", "add"} <= set(names)
+    assert names["stem"].get_bbox_patch().get_facecolor()[:3] == matplotlib.colors.to_rgb("#d62728")
+    assert names["head"].get_bbox_patch().get_facecolor()[:3] == matplotlib.colors.to_rgb("#1f77b4")
+    whole = surgery.plot_group(model, "stem", whole=True)
+    assert len(whole.texts) > len(ax.texts) - 1
+    with pytest.raises(ValueError, match="at most max_layers=3"):
+        surgery.plot_group(model, "stem", max_layers=3)
+    matplotlib.pyplot.close("all")
