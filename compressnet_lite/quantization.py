@@ -39,7 +39,8 @@ from compressnet_lite._checks import (check_array, check_bool, check_model, chec
 __all__ = [
     "QTensor", "code_range", "quantize", "dequantize", "binarize", "pack", "unpack",
     "fake_quantize", "minmax_range", "percentile_range", "mse_range", "RANGE_RULES",
-    "fake_quant_weights", "fold_batchnorm_weights", "fold_batchnorm",
+    "fake_quant_weights", "fold_batchnorm_weights", "fold_batchnorm", "calibrate",
+    "activation_ranges",
     "QuantizedDense", "QuantizedConv2D", "QuantizedDepthwiseConv2D",
     "QATDense", "QATConv2D", "QATDepthwiseConv2D",
     "quantize_model", "quantize_aware", "quantized_layers", "write_packed",
@@ -901,7 +902,7 @@ def quantize_aware(model: keras.Model, bits: int = 8, per_channel: bool = True,
 
     new = _rebuild(model, new_layer)
     if calibration_data is not None:
-        _calibrate(new, calibration_data, rule)
+        calibrate(new, calibration_data, rule)
     return new
 
 
@@ -928,27 +929,76 @@ def _check_examples(model: keras.Model, data: Any, name: str) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def _calibrate(model: keras.Model, x: np.ndarray, rule: Callable) -> None:
-    """Set every activation-quantizing QAT layer's range from its outputs on ``x``.
+def calibrate(model: keras.Model, data: Any, rule: str | Callable = "minmax"
+              ) -> dict[str, tuple[float, float]]:
+    """Set the activation ranges of a QAT model from its layers' outputs on ``data``, in place.
 
-    One pass, on the model as it computes before any range is known (fake-quantized
-    weights, activations passed through): like a post-training calibrator, each layer's
-    range comes from the activations of the unquantized layers before it.
+    Like ``fit``, this updates the model's state (its ``cnl_act_*`` weights) rather than
+    building a new model. One pass on the model as it computes with no range known
+    (fake-quantized weights, activations passed through), as a post-training calibrator
+    does: each layer's range comes from the float activations of the layers before it.
+    Training steps afterwards move the ranges by the moving average.
+
+    Args:
+        model: a model from :func:`quantize_aware` with ``activation_bits``.
+        data: example inputs ``(n, ...)`` (a few hundred are enough).
+        rule: ``"minmax"``, ``"percentile"``, ``"mse"`` or a callable
+            ``rule(values, bits) -> (lo, hi)`` with ``lo <= 0 <= hi``.
+
+    Returns:
+        The range set for each layer, ``{layer name: (lo, hi)}`` (as :func:`activation_ranges`).
+
+    Raises:
+        ValueError: no layer quantizes its outputs; bad data or rule (see :func:`quantize_aware`).
     """
+    check_model(model)
+    rule = _range_rule(rule)
     targets = [l for l in model.layers if isinstance(l, _QATMixin) and l.activation_bits is not None]
-    probe = keras.Model(model.inputs, [l.output for l in targets])
-    outs = probe.predict(x, batch_size=256, verbose=0)
+    if not targets:
+        raise ValueError(f"model {model.name!r} has no layer that quantizes its outputs: build it with "
+                         f"quantize_aware(..., activation_bits=8)")
+    x = _check_examples(model, data, "data")
+    steps = [float(keras.ops.convert_to_numpy(l.cnl_act_steps)) for l in targets]
+    for layer in targets:  # pass-through while the float activations are read
+        layer.cnl_act_steps.assign(0.0)
+    try:
+        probe = keras.Model(model.inputs, [l.output for l in targets])
+        outs = probe.predict(x, batch_size=256, verbose=0)
+    except Exception:
+        for layer, n in zip(targets, steps):
+            layer.cnl_act_steps.assign(n)
+        raise
     outs = outs if isinstance(outs, (list, tuple)) else [outs]
-    for layer, out in zip(targets, outs):
+    checked = []
+    for layer, out, n in zip(targets, outs, steps):
         got = rule(np.asarray(out, np.float32), layer.activation_bits)
         try:
             lo, hi = (float(v) for v in got)
         except (TypeError, ValueError):
-            raise TypeError(f"calibration rule must return two numbers (lo, hi), got {got!r}") from None
-        if not (np.isfinite(lo) and np.isfinite(hi) and lo <= 0.0 <= hi):
+            lo = hi = None
+        if lo is None or not (np.isfinite(lo) and np.isfinite(hi) and lo <= 0.0 <= hi):
+            for other, m in zip(targets, steps):
+                other.cnl_act_steps.assign(m)
+            if lo is None:
+                raise TypeError(f"calibration rule must return two numbers (lo, hi), got {got!r}")
             raise ValueError(f"calibration rule must return a finite range lo <= 0 <= hi, got "
                              f"({lo}, {hi}) for layer {layer.name!r}")
+        checked.append((layer, lo, hi))
+    for layer, lo, hi in checked:
         layer.set_activation_range(lo, hi)
+    return activation_ranges(model)  # as stored (float32)
+
+
+def activation_ranges(model: keras.Model) -> dict[str, tuple[float, float] | None]:
+    """The current output range of every activation-quantizing QAT layer (``None``: none yet)."""
+    check_model(model)
+    out = {}
+    for l in model.layers:
+        if isinstance(l, _QATMixin) and l.activation_bits is not None:
+            known = float(keras.ops.convert_to_numpy(l.cnl_act_steps)) > 0
+            out[l.name] = (float(keras.ops.convert_to_numpy(l.cnl_act_min)),
+                           float(keras.ops.convert_to_numpy(l.cnl_act_max))) if known else None
+    return out
 
 
 # ---------------------------------------------------------------------------------------

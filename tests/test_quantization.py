@@ -628,7 +628,8 @@ def test_fold_batchnorm_skips_shared_outputs_and_explains():
     (lambda: Q.fold_batchnorm_weights(np.ones((2, 3)), np.ones(3), np.ones(3), np.zeros(3), np.zeros(3),
                                       -np.ones(3)), ValueError, "variance must be >= 0"),
     (lambda: Q.fold_batchnorm_weights(np.ones((2, 3)), None, np.ones(3), np.zeros(3), np.zeros(3),
-                                      np.ones(3), epsilon=0), ValueError, "epsilon must be a finite number > 0"),
+                                      np.ones(3), epsilon=0), ValueError,
+     "epsilon must be a finite number > 0"),
     (lambda: Q.fold_batchnorm_weights(np.ones((2, 3), int), None, np.ones(3), np.zeros(3), np.zeros(3),
                                       np.ones(3)), TypeError, "kernel must be a floating-point array"),
     (lambda: Q.fold_batchnorm_weights(np.ones((1, 1, 2, 2)), None, np.ones(4), np.zeros(4), np.zeros(4),
@@ -639,3 +640,26 @@ def test_fold_batchnorm_skips_shared_outputs_and_explains():
 def test_fold_batchnorm_weights_errors(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_calibrate_in_place_reads_float_activations(mlp2, digits):
+    x = digits.x_train[:200]
+    qat = Q.quantize_aware(mlp2, bits=8, activation_bits=4)
+    assert Q.activation_ranges(qat) == {"fc1": None, "fc2": None, "out": None}
+    first = Q.calibrate(qat, x, "mse")
+    assert Q.activation_ranges(qat) == first and first["fc1"][1] > 0
+    # Recalibrating ignores the ranges already set: the same as calibrating a fresh model.
+    again = Q.calibrate(qat, x, "mse")
+    fresh = Q.calibrate(Q.quantize_aware(mlp2, bits=8, activation_bits=4), x, "mse")
+    assert again == first
+    for name, (lo, hi) in fresh.items():
+        assert (lo, hi) == pytest.approx(again[name], rel=1e-5)
+    minmax = Q.calibrate(qat, x)
+    assert minmax["fc2"][1] >= first["fc2"][1]
+    with pytest.raises(ValueError, match="lo <= 0 <= hi"):
+        Q.calibrate(qat, x, lambda v, b: (1.0, 2.0))
+    assert Q.activation_ranges(qat) == minmax  # a refused rule changes nothing
+    with pytest.raises(ValueError, match="no layer that quantizes its outputs"):
+        Q.calibrate(Q.quantize_aware(mlp2, bits=8), x)
+    with pytest.raises(ValueError, match=r"data must have shape \(n, 64\)"):
+        Q.calibrate(qat, np.zeros((3, 5)))
