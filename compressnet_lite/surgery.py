@@ -42,13 +42,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-import math
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import keras
 import numpy as np
 
-from compressnet_lite._checks import check_array, check_layer, check_model, check_positive_int
+from compressnet_lite._checks import check_array, check_model, check_positive_int
 
 __all__ = [
     # array math
@@ -646,7 +645,8 @@ class DependencyGroup:
     def __repr__(self) -> str:
         state = "prunable" if self.prunable else f"not prunable: {self.reason}"
         kind = "heads" if any(m.role == "heads" for m in self.members) else "channels"
-        shown = ", ".join(self.layers[:6]) + (f", ... ({len(self.layers)} layers)" if len(self.layers) > 6 else "")
+        more = f", ... ({len(self.layers)} layers)" if len(self.layers) > 6 else ""
+        shown = ", ".join(self.layers[:6]) + more
         return (f"<DependencyGroup {self.index}: {self.units} {kind} of {self.root!r}; {state}; "
                 f"producers {self.producers}; through {shown}>")
 
@@ -894,7 +894,8 @@ def _rule_separable(an, layer, node):
     c, m = int(dk[-2]), int(dk[-1])
     nd = len(dk)
     bias = (("bias", 0, 1),) if layer.use_bias else ()
-    sin = an.param(layer, "in", c, "consumer", (("depthwise_kernel", nd - 2, 1), ("pointwise_kernel", nd - 2, m)))
+    sin = an.param(layer, "in", c, "consumer",
+                   (("depthwise_kernel", nd - 2, 1), ("pointwise_kernel", nd - 2, m)))
     sout = an.param(layer, "out", int(pk[-1]), "producer", (("pointwise_kernel", nd - 1, 1),) + bias)
     an.link(an.tensor(node.input_tensors[0]), sin)
     an.link(an.tensor(node.outputs[0]), sout)
@@ -937,7 +938,8 @@ def _rule_einsum(an, layer, node):
         if c_out in bias_axes:
             slices.append(("bias", bias_axes.index(c_out), 1))
         elif bias_axes:
-            an.flag("block", y, f"layer {layer.name!r}: bias axes {bias_axes!r} do not include the output axis")
+            an.flag("block", y, f"layer {layer.name!r}: bias axes {bias_axes!r} do not include the "
+                    "output axis")
             return
         sout = an.param(layer, "out", int(layer.kernel.shape[k_spec.index(c_out)]), "producer", tuple(slices))
         an.link(y, sout)
@@ -953,10 +955,13 @@ def _rule_batchnorm(an, layer, node):
     rank = len(node.input_tensors[0].shape)
     if layer.axis not in (-1, rank - 1) and list(np.atleast_1d(layer.axis)) != [rank - 1]:
         for t in (node.input_tensors[0], node.outputs[0]):
-            an.flag("block", an.tensor(t), f"layer {layer.name!r} normalises axis {layer.axis}, not the channels")
+            an.flag("block", an.tensor(t),
+                    f"layer {layer.name!r} normalises axis {layer.axis}, not the channels")
         return
-    paths = [p for p in ("gamma", "beta", "moving_mean", "moving_variance") if p in _relative_variables(layer)]
-    ch = an.param(layer, "ch", int(node.input_tensors[0].shape[-1]), "channel", tuple((p, 0, 1) for p in paths))
+    paths = [p for p in ("gamma", "beta", "moving_mean", "moving_variance")
+             if p in _relative_variables(layer)]
+    ch = an.param(layer, "ch", int(node.input_tensors[0].shape[-1]), "channel",
+                  tuple((p, 0, 1) for p in paths))
     _couple_identity(an, layer, node, ch)
     an.flag("noscale", ch, f"layer {layer.name!r} is an affine map per channel")
 
@@ -968,12 +973,15 @@ def _rule_layernorm(an, layer, node):
     axes = [a % rank for a in np.atleast_1d(layer.axis)]
     if axes != [rank - 1]:
         for t in (node.input_tensors[0], node.outputs[0]):
-            an.flag("block", an.tensor(t), f"layer {layer.name!r} normalises axes {layer.axis}, not the channels alone")
+            an.flag("block", an.tensor(t),
+                    f"layer {layer.name!r} normalises axes {layer.axis}, not the channels alone")
         return
     paths = [p for p in ("gamma", "beta") if p in _relative_variables(layer)]
-    ch = an.param(layer, "ch", int(node.input_tensors[0].shape[-1]), "channel", tuple((p, 0, 1) for p in paths))
+    ch = an.param(layer, "ch", int(node.input_tensors[0].shape[-1]), "channel",
+                  tuple((p, 0, 1) for p in paths))
     _couple_identity(an, layer, node, ch)
-    an.flag("nomerge", ch, f"layer {layer.name!r} normalises across channels: removing one changes the others")
+    an.flag("nomerge", ch,
+            f"layer {layer.name!r} normalises across channels: removing one changes the others")
 
 
 def _rule_groupnorm(an, layer, node):
@@ -1039,7 +1047,8 @@ def _rule_pass(an, layer, node):
         act = _activation_name(layer.activation)
         if act in _CROSS_CHANNEL_ACTIVATIONS:
             an.flag("block", y, f"layer {layer.name!r} applies {act} across channels")
-            an.flag("block", an.tensor(node.input_tensors[0]), f"layer {layer.name!r} applies {act} across channels")
+            an.flag("block", an.tensor(node.input_tensors[0]),
+                    f"layer {layer.name!r} applies {act} across channels")
     if isinstance(layer, keras.layers.UnitNormalization):
         an.flag("nomerge", y, f"layer {layer.name!r} normalises across channels")
     if not positively_homogeneous(layer):
@@ -1116,7 +1125,8 @@ def _rule_reshape(an, layer, node):
             an.link(x, y)
             an.link(x, an.param(layer, "reshape", c))
             return
-        if y_shape[-1] % c == 0 and any(int(np.prod(x_shape[k:])) == y_shape[-1] for k in range(len(x_shape))):
+        merged = any(int(np.prod(x_shape[k:])) == y_shape[-1] for k in range(len(x_shape)))
+        if y_shape[-1] % c == 0 and merged:
             _rule_flatten(an, layer, node)
             return
     reason = f"layer {layer.name!r} reshapes {x_shape} -> {y_shape}: the channel axis is split or moved"
@@ -1156,7 +1166,8 @@ def _rule_mha(an, layer, node):
     q_rows = [("query/kernel", 0, 1)] + ([("gate/kernel", 0, 1)] if "gate/kernel" in variables else [])
     sq = an.param(layer, "query", int(variables["query/kernel"].shape[0]), "consumer", tuple(q_rows))
     sk = an.param(layer, "key", int(variables["key/kernel"].shape[0]), "consumer", (("key/kernel", 0, 1),))
-    sv = an.param(layer, "value", int(variables["value/kernel"].shape[0]), "consumer", (("value/kernel", 0, 1),))
+    sv = an.param(layer, "value", int(variables["value/kernel"].shape[0]), "consumer",
+                  (("value/kernel", 0, 1),))
     out_k = variables["attention_output/kernel"]
     out_slices = [("attention_output/kernel", len(out_k.shape) - 1, 1)]
     if "attention_output/bias" in variables:
@@ -1275,12 +1286,14 @@ def _analyse(model: keras.Model, prune_inputs: bool = False, prune_outputs: bool
         space = an.tensor(x)
         an.visit(space, x._keras_history.operation)
         if not prune_inputs:
-            an.flag("block", space, f"it reaches model input {x._keras_history.operation.name!r} (inputs are never pruned unless prune_inputs=True)")
+            an.flag("block", space, f"it reaches model input {x._keras_history.operation.name!r} "
+                    "(inputs are never pruned unless prune_inputs=True)")
     layers_of: dict = {}
     _walk(an, model, layers_of)
     for y in graph.outputs:
         if not prune_outputs:
-            an.flag("block", an.tensor(y), f"it reaches model output {y._keras_history.operation.name!r} (outputs are not "
+            an.flag("block", an.tensor(y), f"it reaches model output {y._keras_history.operation.name!r} "
+                    "(outputs are not "
                     "pruned unless prune_outputs=True)")
     return an
 
@@ -1386,13 +1399,15 @@ def dependency_groups(model: keras.Model, *, prune_inputs: bool = False,
                     layer_names.append(name)
         has_channel_params = any(m.role in ("channel",) for m in members)
         scalable = not flags["noscale"][slot_ids].any() and not has_channel_params
-        read = [(s.tensor, idx) for s, idx in spaces if s.kind == "tensor" and s.id in an.read and s.id in an.top]
+        read = [(s.tensor, idx) for s, idx in spaces
+                if s.kind == "tensor" and s.id in an.read and s.id in an.top]
         groups.append(DependencyGroup(len(groups), len(comps), members, layer_names, not blocked, reason,
                                       merge_reason, scalable, model, spaces, read))
     return DependencyGroups(groups)
 
 
-def group_of(model: keras.Model, layer: Any, groups: Sequence[DependencyGroup] | None = None) -> DependencyGroup:
+def group_of(model: keras.Model, layer: Any,
+             groups: Sequence[DependencyGroup] | None = None) -> DependencyGroup:
     """The dependency group of ``layer``'s *output* channels (the group it produces); for
     MultiHeadAttention, the group of its heads.
 
@@ -1766,7 +1781,8 @@ def plot_group(model: keras.Model, group: Any, ax: Any = None, *, whole: bool = 
         roles.setdefault(m.layer.name, m.role)
     colours = {"producer": "#d62728", "consumer": "#1f77b4", "channel": "#2ca02c", "heads": "#9467bd"}
     if ax is None:
-        _, ax = plt.subplots(figsize=(max(6.0, 0.9 * (max(depth.values()) + 1)), 1.2 + 0.9 * max(rows.values())))
+        size = (max(6.0, 0.9 * (max(depth.values()) + 1)), 1.2 + 0.9 * max(rows.values()))
+        _, ax = plt.subplots(figsize=size)
     for op in layers:
         x, y = pos[id(op)]
         for p in parents.get(id(op), ()):

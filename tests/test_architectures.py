@@ -9,7 +9,6 @@ import keras
 import numpy as np
 import pytest
 
-import compressnet_lite as cnl
 from compressnet_lite import lowrank, merging, metrics, pruning, surgery
 
 APPS = {

@@ -556,7 +556,8 @@ def test_array_math_rejects_out_of_range_sparsity(call, match):
 def test_score_mask_accepts_the_whole_range():
     assert pruning.score_mask(np.arange(4.0), 1.0).sum() == 0
     assert pruning.score_mask(np.arange(4.0), 0.0).sum() == 4
-    assert pruning.constant_sparsity(5, 0.5, begin=3) == 0.5 and pruning.constant_sparsity(2, 0.5, begin=3) == 0.0
+    assert pruning.constant_sparsity(5, 0.5, begin=3) == 0.5
+    assert pruning.constant_sparsity(2, 0.5, begin=3) == 0.0
 
 
 def test_group_taylor_and_activation_criteria():

@@ -472,7 +472,8 @@ def _multi_io():
 ], )
 def test_rewrite_copies_exactly_and_shares_nothing(build):
     model = _randomize(build())
-    x = ({"a": X_VEC[:, :4], "b": X_VEC[:, 4:10]} if isinstance(getattr(model, "_inputs_struct", None), dict) else
+    dict_input = isinstance(getattr(model, "_inputs_struct", None), dict)
+    x = ({"a": X_VEC[:, :4], "b": X_VEC[:, 4:10]} if dict_input else
          X_IMG if len(model.inputs[0].shape) == 4 else X_VEC[:, :model.inputs[0].shape[1]])
     before = [w.copy() for w in model.get_weights()]
     new = surgery.rewrite(model)
@@ -514,7 +515,8 @@ def test_rewrite_chain_and_drop():
     np.testing.assert_allclose(dropped(X_VEC), model(X_VEC), rtol=1e-6)
     w, b = model.get_layer("d2").get_weights()
     chain = surgery.rewrite(
-        model, lambda l: [keras.layers.Dense(8, use_bias=False, name="d2_a"), keras.layers.Dense(8, name="d2")]
+        model, lambda l: [keras.layers.Dense(8, use_bias=False, name="d2_a"),
+                          keras.layers.Dense(8, name="d2")]
         if l.name == "d2" else None,
         weights={"d2_a": {"kernel": w}, "d2": {"kernel": np.eye(8, dtype="float32"), "bias": b}})
     np.testing.assert_allclose(chain(X_VEC), model(X_VEC), rtol=1e-5, atol=1e-6)
@@ -531,7 +533,8 @@ def test_rewrite_new_variables_keep_their_initial_values():
 
 @pytest.mark.parametrize("make,weights,error,match", [
     pytest.param("fc1", None, TypeError, "make must be a callable", id="make-not-callable"),
-    pytest.param(lambda l: "dense", None, TypeError, r"make\('input'\)|make\('fc1'\) must return", id="bad-return"),
+    pytest.param(lambda l: "dense", None, TypeError, r"make\('input'\)|make\('fc1'\) must return",
+                 id="bad-return"),
     pytest.param(lambda l: l if l.name == "fc1" else None, None, ValueError, "built layer", id="same-layer"),
     pytest.param(lambda l: [keras.layers.Dense(3)] if l.name == "fc1" else None, None, ValueError,
                  "'fc2/kernel'.*shape", id="misfit-weights"),
