@@ -242,7 +242,7 @@ def _encode_model(model, huffman: bool) -> tuple[bytes, "SizeReport"]:
                 "model": model.name, "huffman": bool(huffman), "streams_size": len(blob),
                 "weights": entries}
     manifest_json = json.dumps(manifest, separators=(",", ":")).encode()
-    arch_json = model.to_json().encode()
+    arch_json = json.dumps(_architecture(model)).encode()
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for name, data, method in (("manifest.json", manifest_json, zipfile.ZIP_DEFLATED),
@@ -259,6 +259,16 @@ def _encode_model(model, huffman: bool) -> tuple[bytes, "SizeReport"]:
     data = head + hashlib.sha256(head).digest()
     report = _report(manifest, rows, sizes, len(data), huffman)
     return data, report
+
+
+def _architecture(model) -> dict:
+    """The model's serialized architecture, without its compile settings (optimizer, loss,
+    metrics: nothing a stored model needs, and they differ between otherwise equal models)."""
+    import keras
+
+    config = keras.saving.serialize_keras_object(model)
+    config.pop("compile_config", None)
+    return config
 
 
 def _layer_of(path: str) -> str:

@@ -343,3 +343,11 @@ def test_mobilenet_v2_depthwise_kernels_are_stored_as_int8_codes():
         assert spec["values"]["kind"] == "affine_channel" and spec["values"]["axis"] == 2, name
         assert spec["values"]["channels"] == kernel.shape[2]
         assert sum(len(b) for b in streams.values()) <= kernel.size + 4 * kernel.shape[2]
+
+
+def test_compile_settings_are_not_stored(tmp_path):
+    m = _small_model()
+    storage.save_compressed(m, tmp_path / "plain.cnl")
+    models.compile_model(m)
+    storage.save_compressed(m, tmp_path / "compiled.cnl")
+    assert (tmp_path / "plain.cnl").read_bytes() == (tmp_path / "compiled.cnl").read_bytes()
