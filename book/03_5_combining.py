@@ -62,11 +62,11 @@ setup()
 # entries. With $b = 3$, positions 1, 4 and 20 have gaps 1, 2 and 15 = 7 + 7 + 1:
 
 # %%
-show_source(cnl.storage.relative_index_encode)
+show_source(cnl.codecs.relative_index_encode)
 
 # %%
-entries = cnl.storage.relative_index_encode([1, 4, 20], bits=3)
-print(entries.tolist(), "->", cnl.storage.relative_index_decode(entries, bits=3).tolist())
+entries = cnl.codecs.relative_index_encode([1, 4, 20], bits=3)
+print(entries.tolist(), "->", cnl.codecs.relative_index_decode(entries, bits=3).tolist())
 
 # %% [markdown]
 # The alternative is a bitmask (one bit per weight). For a fraction $d$ of non-zeros, relative
@@ -238,11 +238,11 @@ positions = np.flatnonzero(kernel)
 spec = pqh.weights[[w["path"] for w in pqh.weights].index("fc2/kernel")]
 bits = int(spec["encoding"].split("rel ")[1].split("b")[0])
 streams = {"cluster indices": np.unique(kernel[positions], return_inverse=True)[1],
-           f"relative indices ({bits} bits)": cnl.storage.relative_index_encode(positions, bits)}
+           f"relative indices ({bits} bits)": cnl.codecs.relative_index_encode(positions, bits)}
 rows3 = []
 for name, s in streams.items():
     width = int(s.max()).bit_length()
-    packed = cnl.huffman.pack_bits(s, width)
+    packed = cnl.codecs.pack_bits(s, width)
     payload, lengths = cnl.huffman.huffman_encode(s)
     rows3.append({"stream": name, "symbols": s.size,
                   "fixed width": len(packed),
@@ -330,7 +330,7 @@ print(pqh)
 #
 # 2. A layer keeps a fraction $d$ of its $n$ weights. Relative indices of $b$ bits cost about
 #    $d n b$ bits (ignoring fillers), a bitmask $n$ bits. At which $d$ does the bitmask become
-#    cheaper for $b = 4$? Check with `cnl.storage.encode_array` on random masks.
+#    cheaper for $b = 4$? Check with `cnl.codecs.encode_array` on random masks.
 #
 # :::{admonition} Solution
 # :class: dropdown
@@ -340,7 +340,7 @@ print(pqh)
 # rng = np.random.default_rng(0)
 # for d in (0.1, 0.2, 0.3, 0.5):
 #     w = np.where(rng.random((300, 100)) < d, 1.0, 0.0).astype(np.float32)
-#     spec, _ = cnl.storage.encode_array(w)
+#     spec, _ = cnl.codecs.encode_array(w)
 #     print(d, spec["positions"]["kind"] if spec["layout"] == "sparse" else "dense")
 # ```
 # :::

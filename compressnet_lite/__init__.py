@@ -26,7 +26,8 @@ __version__ = "0.1.0"
 _MODULES = (
     "data", "models", "metrics", "notebook", "stats",
     "surgery", "pruning", "merging", "clustering", "lowrank",
-    "quantization", "tflite", "integer", "distillation", "huffman", "storage", "pipeline", "cli",
+    "quantization", "tflite", "integer", "distillation", "huffman", "codecs", "storage", "pipeline",
+    "cli",
 )
 
 __all__ = ["__version__", *_MODULES]

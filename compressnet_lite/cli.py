@@ -94,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", type=_int_range(2, 16), metavar="BITS",
                    help="quantize kernels to BITS-bit integer codes, one scale per output channel "
                         "(quantization-aware fine-tuning when --fine-tune-epochs > 0)")
-    p.add_argument("--data", default="digits", help=_DATA_HELP)
+    p.add_argument("--data", default=None,
+                   help=_DATA_HELP + "; read only when given or when fine-tuning (then 'digits' "
+                        "by default): compression without fine-tuning needs no data")
     p.add_argument("--fine-tune-epochs", type=_int_range(0, 1000), default=2, metavar="N",
                    help="epochs of fine-tuning after each step (default 2; 0 = none)")
     p.add_argument("--weight-decay", type=_non_negative, default=0.0, metavar="WD",
@@ -246,9 +248,13 @@ def _compress(args, say) -> int:
         steps.append(("cluster", args.cluster))
     if args.quantize is not None:
         steps.append(("quantize", args.quantize))
-    dataset = load_data(args.data)
+    spec = args.data if args.data is not None else ("digits" if args.fine_tune_epochs else None)
+    dataset = load_data(spec) if spec is not None else None
     model = _load_model(args.model)
-    dataset = _fit_data(model, dataset)
+    if dataset is not None:
+        dataset = _fit_data(model, dataset)
+    else:
+        say("no --data and no fine-tuning: compressing without data (no accuracy measured)")
     if args.cluster is not None:
         import numpy as np
 

@@ -19,14 +19,14 @@ Array math first (NumPy): :func:`kmeans_codebook`, :func:`pack_indices`,
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from typing import Any, NamedTuple, Sequence
 
 import keras
 import numpy as np
 
+from compressnet_lite import codecs
 from compressnet_lite._checks import check_array, check_choice, check_layer, check_model, check_positive_int
+from compressnet_lite.storage import register_transform
 
 __all__ = [
     "INITS", "kmeans_codebook", "index_bits", "pack_indices", "unpack_indices",
@@ -126,7 +126,9 @@ def index_bits(n_symbols: int) -> int:
 
 
 def pack_indices(labels: Any, bits: int) -> bytes:
-    """Pack non-negative integers into a bit stream, ``bits`` bits each, big-endian.
+    """Pack cluster indices into a bit stream, ``bits`` bits each, most significant bit first.
+
+    A thin caller of :func:`compressnet_lite.codecs.pack_bits`, the library's one packer.
 
     Args:
         labels: integer array (any shape, flattened), each value in ``0 .. 2**bits - 1``.
@@ -147,20 +149,16 @@ def pack_indices(labels: Any, bits: int) -> bytes:
     if labels.size and (not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0
                         or labels.max() >= 2 ** bits):
         raise ValueError(f"labels must be integers in 0..{2 ** bits - 1} to fit in {bits} bits")
-    planes = (labels[:, None].astype(np.int64) >> np.arange(bits - 1, -1, -1)) & 1
-    return np.packbits(planes.astype(np.uint8).ravel()).tobytes()
+    return codecs.pack_bits(labels, bits)
 
 
 def unpack_indices(data: bytes, bits: int, n: int) -> np.ndarray:
     """Inverse of :func:`pack_indices`: the first ``n`` values of ``bits`` bits each, as int32."""
     bits = check_positive_int(bits, "bits", minimum=0, maximum=16)
     n = check_positive_int(n, "n", minimum=0)
-    if bits == 0:
-        return np.zeros(n, np.int32)
-    flat = np.unpackbits(np.frombuffer(data, np.uint8))[: n * bits]
-    if flat.size < n * bits:
-        raise ValueError(f"data holds {flat.size} bits, fewer than n * bits = {n * bits}")
-    return (flat.reshape(n, bits).astype(np.int32) << np.arange(bits - 1, -1, -1)).sum(1).astype(np.int32)
+    if 8 * len(data) < n * bits:
+        raise ValueError(f"data holds {8 * len(data)} bits, fewer than n * bits = {n * bits}")
+    return codecs.unpack_bits(data, bits, n).astype(np.int32)
 
 
 # --------------------------------------------------------------------------- Keras glue
@@ -357,12 +355,17 @@ def strip_clustering(model: keras.Model) -> keras.Model:
                   {name: {"kernel": keras.ops.convert_to_numpy(layer.kernel)} for name, layer in clustered.items()})
 
 
-class ClusterBytes(NamedTuple):
-    """Bytes of a weight-shared model as written to disk (raw binary files, no headers).
+register_transform(_Clustered, strip_clustering)  # how storage.plain_model stores them
 
-    ``indices``: packed fixed-width cluster indices; ``codebooks``: float32 centroids;
-    ``other``: every other parameter (biases, unclustered layers) as float32;
-    ``total`` = their sum; ``float32``: all parameters as dense float32, for comparison.
+
+class ClusterBytes(NamedTuple):
+    """Bytes of a weight-shared model in the weight streams of the compressed format.
+
+    ``indices``: the clustered kernels' cluster indices (and the positions of their pruned
+    zeros, if any); ``codebooks``: their float32 centroids; ``other``: every other parameter
+    (biases, unclustered layers); ``total`` = their sum (the file's architecture, manifest
+    and container are not counted); ``float32``: all parameters as dense float32, for
+    comparison.
     """
 
     indices: int
@@ -378,12 +381,12 @@ class ClusterBytes(NamedTuple):
 
 
 def clustered_bytes(model: keras.Model) -> ClusterBytes:
-    """Write a weight-shared model's indices (``ceil(log2 k)`` bits each), codebooks and other
-    parameters to files and measure them.
+    """The bytes of a weight-shared model as :mod:`compressnet_lite.storage` writes it, with
+    fixed-width (``ceil(log2 k)``-bit) indices and float32 codebooks, part by part.
 
-    A clustered layer whose kernel has pruned zeros needs ``k + 1`` index symbols (symbol
-    ``k`` is the zero). Nothing is estimated on paper: each part is written with
-    :func:`pack_indices` / ``ndarray.tofile`` and its file size read back.
+    Nothing is estimated on paper: the parts are the streams of the storage encoding
+    (:func:`compressnet_lite.storage.compressed_size` with ``huffman=False``, the paper's
+    "pruning + quantization" stage, before Huffman coding).
 
     Args:
         model: a model returned by :func:`cluster_weights` (after fine-tuning or not).
@@ -391,28 +394,18 @@ def clustered_bytes(model: keras.Model) -> ClusterBytes:
     Raises:
         TypeError / ValueError: ``model`` is not a built Keras model.
     """
-    check_model(model)
-    sizes = {"indices": 0, "codebooks": 0, "other": 0, "float32": 0}
-    with tempfile.TemporaryDirectory() as tmp:
-        def write(part: str, payload: bytes) -> None:
-            path = os.path.join(tmp, f"{part}.bin")
-            with open(path, "wb") as f:
-                f.write(payload)
-            sizes[part] += os.path.getsize(path)
+    from compressnet_lite import storage
 
-        for layer in model.layers:
-            if isinstance(layer, _Clustered):
-                index = np.asarray(keras.ops.convert_to_numpy(layer.cnl_cluster_index))
-                symbols = layer.n_clusters + int(np.any(index == layer.n_clusters))
-                write("indices", pack_indices(index, index_bits(symbols)))
-                write("codebooks", np.asarray(layer.codebook.numpy(), np.float32).tobytes())
-                rest = [layer.bias] if layer.use_bias else []
-                write("float32", np.asarray(keras.ops.convert_to_numpy(layer.kernel), np.float32).tobytes())
-            else:
-                rest = [v for v in layer.weights if not v.name.startswith("cnl_")]
-            for v in rest:
-                data = np.asarray(keras.ops.convert_to_numpy(v), np.float32).tobytes()
-                write("other", data)
-                write("float32", data)
+    check_model(model)
+    clustered = {l.name for l in model.layers if isinstance(l, _Clustered)}
+    report = storage.compressed_size(model, huffman=False)
+    sizes = {"indices": 0, "codebooks": 0, "other": 0}
+    for r in report.rows:
+        if r.layer == "(file)":
+            continue
+        if r.layer in clustered and r.weight.endswith("/kernel"):
+            sizes["codebooks" if r.stream.startswith("values.codebook") else "indices"] += r.bytes
+        else:
+            sizes["other"] += r.bytes
     total = sizes["indices"] + sizes["codebooks"] + sizes["other"]
-    return ClusterBytes(sizes["indices"], sizes["codebooks"], sizes["other"], total, sizes["float32"])
+    return ClusterBytes(sizes["indices"], sizes["codebooks"], sizes["other"], total, report.float32_bytes)

@@ -4,8 +4,9 @@ Methods combine (Han, Mao & Dally 2016: pruning, then trained quantization by we
 sharing, then Huffman coding). The rule that makes them combine is that a later step keeps
 what an earlier one did: the zeros of pruning stay zero while clustering and quantization
 fine-tune (tfmot calls these "sparsity-preserving clustering" and "PQAT"). Here every
-fine-tuning re-applies the zero pattern of the model it started from after each batch, and
-clustering shares only the non-zero weights.
+fine-tuning holds the zero pattern of the model it started from inside the compiled train
+step (a mask constraint the optimizer applies after each update; no Python runs per
+batch), and clustering shares only the non-zero weights.
 
 Every stage is measured the same way (:func:`measure`): accuracy, parameters, non-zeros,
 FLOPs of the non-zero weights, bytes as float32, as a ``.keras`` file, gzipped, and in the
@@ -30,7 +31,7 @@ from compressnet_lite import metrics, models, storage
 from compressnet_lite._checks import check_choice, check_fraction, check_model, check_positive_int
 from compressnet_lite.data import Dataset
 
-__all__ = ["STEPS", "compress", "deep_compression", "measure", "Report", "KeepZeros",
+__all__ = ["STEPS", "compress", "deep_compression", "measure", "Report", "hold_zeros",
            "paper_sparsity"]
 
 STEPS = ("prune", "prune_neurons", "merge", "factorize", "distill", "cluster", "quantize")
@@ -78,28 +79,57 @@ def paper_sparsity(kind: str, position: int, count: int) -> float:
 # Keras glue
 # ---------------------------------------------------------------------------------------
 
-def _kernel_vars(model: keras.Model) -> list:
-    return [v for v in model.weights if v.path.split("/")[-1] in ("kernel", "depthwise_kernel")]
+def _kernel_variables(model: keras.Model) -> list:
+    """The trainable kernel variables of every layer (nested models included)."""
+    from compressnet_lite.metrics import _flat_layers
+
+    out = []
+    for layer in _flat_layers(model):
+        for var in layer.trainable_weights:
+            if var.path.split("/")[-1] in ("kernel", "depthwise_kernel", "pointwise_kernel"):
+                out.append(var)
+    return out
 
 
-class KeepZeros(keras.callbacks.Callback):
-    """Re-apply the zero pattern the model had when training began, after every batch.
+class hold_zeros:
+    """Keep the zeros of every kernel while fine-tuning, inside the compiled train step.
 
-    What makes fine-tuning keep an earlier pruning step: gradients reach pruned weights,
-    and this puts them back to zero (for layers whose kernel is a variable; clustered
-    layers keep their zeros through their index).
+    A context manager: on entry, each trainable kernel variable that holds zeros (and has no
+    mask of its own, as :func:`compressnet_lite.pruning.prune`'s layers do) gets a
+    :class:`compressnet_lite.pruning.MaskConstraint` with the mask ``kernel != 0``; on exit
+    the variables get their previous constraints back. The optimizer applies a variable's
+    constraint after every update, in the same compiled step as the update, so no Python
+    code runs per batch (compare a callback that re-zeroes the kernels after every batch,
+    which runs eagerly between the compiled steps). Weights that are zero but not pruned
+    (exactly 0.0 by chance) are held too: there is no telling them apart.
+
+    Example:
+        >>> with hold_zeros(model):                         # doctest: +SKIP
+        ...     model.fit(x, y, epochs=2)
     """
 
-    def on_train_begin(self, logs=None):
-        self._pairs = []
-        for var in _kernel_vars(self.model):
-            mask = np.asarray(keras.ops.convert_to_numpy(var)) != 0
-            if not mask.all():
-                self._pairs.append((var, keras.ops.convert_to_tensor(mask.astype(var.dtype))))
+    def __init__(self, model: keras.Model) -> None:
+        self.model = model
+        self._saved: list[tuple[Any, Any]] = []
 
-    def on_train_batch_end(self, batch, logs=None):
-        for var, mask in self._pairs:
-            var.assign(var * mask)
+    def __enter__(self) -> "hold_zeros":
+        from compressnet_lite.pruning import MaskConstraint
+
+        for var in _kernel_variables(self.model):
+            if isinstance(var.constraint, MaskConstraint):
+                continue  # a masked layer: its cnl_mask already holds its zeros
+            value = np.asarray(keras.ops.convert_to_numpy(var))
+            if value.all():
+                continue
+            mask = keras.ops.convert_to_tensor((value != 0).astype(value.dtype))
+            self._saved.append((var, var.constraint))
+            var.constraint = MaskConstraint(mask, var.constraint)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for var, constraint in self._saved:
+            var.constraint = constraint
+        self._saved = []
 
 
 def _weighted_layers(model: keras.Model) -> list:
@@ -123,13 +153,98 @@ def _optimizer(learning_rate: float, weight_decay: float):
     return keras.optimizers.Adam(learning_rate)
 
 
-def _fine_tune_with(model, data: Dataset, epochs: int, lr: float, wd: float, batch_size: int,
-                    callbacks: Sequence = ()) -> keras.Model:
+def _compile(model: keras.Model, lr: float, wd: float, steps: int) -> None:
+    """Compile for fine-tuning: loss only (no metric to compute per step), ``steps`` train
+    steps per compiled call (no per-batch Python runs between them)."""
+    from_logits = not models._ends_in_softmax(model)
+    model.compile(optimizer=_optimizer(lr, wd),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+                  steps_per_execution=steps)
+
+
+def _steps(data: Dataset, batch_size: int) -> int:
+    return max(1, min(64, -(-len(data.y_train) // batch_size)))
+
+
+def _fit(model: keras.Model, data: Dataset, epochs: int, batch_size: int, callbacks: Sequence,
+         seed: int | None) -> None:
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=batch_size, verbose=0,
+              callbacks=list(callbacks))
+
+
+def _fine_tune_with(model, data: Dataset | None, epochs: int, lr: float, wd: float, batch_size: int,
+                    callbacks: Sequence = (), seed: int | None = None) -> keras.Model:
+    """Fine-tune ``model`` in place with its zeros held in the compiled step (:class:`hold_zeros`)."""
     if epochs <= 0:
         return model
-    models.compile_model(model, optimizer=_optimizer(lr, wd))
-    return models.train(model, data, epochs=epochs, batch_size=batch_size, recompile=False,
-                        callbacks=[KeepZeros(), *callbacks])
+    _need_data(data, "fine-tuning")
+    _compile(model, lr, wd, _steps(data, batch_size))
+    with hold_zeros(model):
+        _fit(model, data, epochs, batch_size, callbacks, seed)
+    return model
+
+
+def _need_data(data: Dataset | None, what: str) -> None:
+    if data is None:
+        raise ValueError(f"{what} needs data: pass a compressnet_lite.data.Dataset "
+                         "(or use fine_tune_epochs=0 and no distill step)")
+
+
+class _Pruner:
+    """One compiled, masked copy of a model for a run of consecutive prune steps.
+
+    The Dense/Conv2D layers become :func:`compressnet_lite.pruning.prune`'s masked layers
+    (a ``cnl_mask`` variable and a :class:`~compressnet_lite.pruning.MaskConstraint`); each
+    step only assigns new masks, and each fine-tuning starts from a fresh optimizer state
+    (its variables zeroed), so the train step is traced once for all the rounds.
+    """
+
+    def __init__(self, model: keras.Model, layers: list[str]) -> None:
+        pruning = _module("pruning")
+        self.layers = sorted(layers)
+        self.model = pruning.prune(model, 0.0, layers=self.layers)
+        for name in self.layers:  # the zeros the model already has stay zero
+            layer = self.model.get_layer(name)
+            layer.apply_mask((np.asarray(keras.ops.convert_to_numpy(layer.kernel)) != 0)
+                             .astype(np.float32))
+        self.compiled = False
+        self._holder: hold_zeros | None = None
+
+    def prune(self, sparsity: dict[str, float]) -> None:
+        """Magnitude-prune each named layer to its sparsity (pruned weights stay pruned)."""
+        pruning = _module("pruning")
+        for name, s in sparsity.items():
+            layer = self.model.get_layer(name)
+            kernel = np.asarray(keras.ops.convert_to_numpy(layer.kernel))
+            mask = np.asarray(keras.ops.convert_to_numpy(layer.cnl_mask))
+            s = max(float(s), float(np.mean(mask == 0)))
+            score = np.where(mask > 0, np.abs(kernel), -1.0)  # pruned ones are the lowest
+            layer.apply_mask(pruning.score_mask(score, s))
+
+    def fine_tune(self, data: Dataset, epochs: int, lr: float, wd: float, batch_size: int,
+                  callbacks: Sequence, seed: int | None) -> None:
+        if epochs <= 0:
+            return
+        _need_data(data, "fine-tuning")
+        if not self.compiled:
+            _compile(self.model, lr, wd, _steps(data, batch_size))
+            self._holder = hold_zeros(self.model).__enter__()  # zeros of unmasked layers
+            self.compiled = True
+        else:  # a fresh optimizer state, the same traced train step
+            for var in self.model.optimizer.variables:
+                if var.name != "learning_rate":
+                    var.assign(np.zeros(var.shape, dtype=var.dtype))
+        _fit(self.model, data, epochs, batch_size, callbacks, seed)
+
+    def plain(self) -> keras.Model:
+        return _module("pruning").strip(self.model)
+
+    def close(self) -> None:
+        if self._holder is not None:
+            self._holder.__exit__()
+            self._holder = None
 
 
 def _module(name: str):
@@ -139,17 +254,13 @@ def _module(name: str):
         raise ValueError(f"step needs compressnet_lite.{name}, which is not available: {exc}") from None
 
 
-def _run_step(model, name: str, arg: Any, original, data: Dataset, epochs: int, lr: float,
-              wd: float, batch_size: int, callbacks: Sequence = ()) -> keras.Model:
-    """Apply one step to the plain ``model`` and fine-tune; returns a model (maybe wrapped)."""
+def _run_step(model, name: str, arg: Any, original, data: Dataset | None, epochs: int, lr: float,
+              wd: float, batch_size: int, callbacks: Sequence = (), seed: int | None = None) -> keras.Model:
+    """Apply one step (not ``prune``: see :class:`_Pruner`) to the plain ``model`` and
+    fine-tune; returns a model (maybe with transform layers)."""
     def _fine_tune(model, data, epochs, lr, wd, batch_size):
-        return _fine_tune_with(model, data, epochs, lr, wd, batch_size, callbacks)
+        return _fine_tune_with(model, data, epochs, lr, wd, batch_size, callbacks, seed)
 
-    if name == "prune":
-        pruning = _module("pruning")
-        for layer, sparsity in _per_layer(arg, model, "prune").items():
-            model = pruning.strip(pruning.prune(model, sparsity, layers=[layer]))
-        return _fine_tune(model, data, epochs, lr, wd, batch_size)
     if name == "prune_neurons":
         model = _module("pruning").prune_neurons(model, _number(arg, name))
         return _fine_tune(model, data, epochs, lr, wd, batch_size)
@@ -164,11 +275,11 @@ def _run_step(model, name: str, arg: Any, original, data: Dataset, epochs: int, 
         return _fine_tune(model, data, epochs, lr, wd, batch_size)
     if name == "distill":
         opts = arg if isinstance(arg, dict) else {"temperature": _number(arg, name)}
+        _need_data(data, "the distill step")
         distiller = _module("distillation").Distiller(model, original, **opts)
         distiller.compile(optimizer=_optimizer(lr, wd))
-        keras.utils.set_random_seed(0)
-        distiller.fit(data.x_train, data.y_train, epochs=max(epochs, 1), batch_size=batch_size,
-                      verbose=0, callbacks=[KeepZeros(), *callbacks])
+        with hold_zeros(distiller.student):
+            _fit(distiller, data, max(epochs, 1), batch_size, callbacks, seed)
         return distiller.student
     if name == "cluster":
         clustering = _module("clustering")
@@ -177,12 +288,13 @@ def _run_step(model, name: str, arg: Any, original, data: Dataset, epochs: int, 
             by_k.setdefault(check_positive_int(k, f"cluster[{layer!r}]", minimum=2), []).append(layer)
         for k, layers in sorted(by_k.items()):
             model = clustering.cluster_weights(model, k, layers=layers)
-        # trained centroids: the codebooks get the summed gradient of their weights
+        # trained centroids: the codebooks get the summed gradient of their weights; a
+        # clustered layer keeps its zeros through its index (index n_clusters means 0)
         return _fine_tune(model, data, epochs, lr, 0.0, batch_size)
     if name == "quantize":
         quantization = _module("quantization")
         bits = check_positive_int(arg, "quantize bits", maximum=16)
-        if epochs > 0:  # quantization-aware fine-tuning; zeros re-applied to the float kernels
+        if epochs > 0:  # quantization-aware fine-tuning, the zeros held on the float kernels
             model = quantization.quantize_aware(model, bits)
             model = _fine_tune(model, data, epochs, lr, 0.0, batch_size)
         return quantization.quantize_model(model, bits)
@@ -216,20 +328,39 @@ def _parse_steps(steps: Any) -> list[tuple[str, Any]]:
     return parsed
 
 
-def measure(model: keras.Model, data: Dataset, *, stage: str = "", latency: bool = False) -> dict[str, Any]:
+def _scores(model: keras.Model, batch_size: int = 1024) -> Callable[[np.ndarray], np.ndarray]:
+    """Class scores of ``model`` by direct (eager) calls: no ``predict`` function to trace for
+    each new model of a pipeline."""
+    def call(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.asarray(keras.ops.convert_to_numpy(model(x[i:i + batch_size],
+                                                                          training=False)))
+                               for i in range(0, len(x), batch_size)])
+    return call
+
+
+def measure(model: keras.Model, data: Dataset | None, *, stage: str = "",
+            latency: bool = False) -> dict[str, Any]:
     """One row of a :class:`Report`: accuracy, size and cost of ``model`` (its plain form).
+
+    Args:
+        model: the model to measure.
+        data: the test split gives the accuracy; ``None``: no accuracy (and no latency).
+        stage: the row's name.
+        latency: also time inference.
 
     Returns:
         A dict with ``stage, accuracy, params, nonzero, flops, float32_bytes, keras_bytes,
         gzip_bytes, cnl_bytes, cnl_weight_bytes, cnl_weight_bytes_no_huffman`` and, with
         ``latency=True``, ``latency_ms`` (median of repeated batch-256 inference calls).
+        ``accuracy`` is None without data.
     """
     plain = storage.plain_model(model)
     size = storage.compressed_size(plain)
     fixed = storage.compressed_size(plain, huffman=False)
     kb = metrics.model_bytes(plain)
+    accuracy = None if data is None else metrics.accuracy(_scores(plain), data.x_test, data.y_test)
     row = {"stage": stage,
-           "accuracy": metrics.accuracy(plain, data.x_test, data.y_test),
+           "accuracy": accuracy,
            "params": metrics.count_params(plain),
            "nonzero": metrics.count_nonzero(plain),
            "flops": metrics.flops(plain, nonzero_only=True),
@@ -238,7 +369,7 @@ def measure(model: keras.Model, data: Dataset, *, stage: str = "", latency: bool
            "cnl_bytes": size.total, "cnl_weight_bytes": size.weight_bytes,
            "cnl_weight_bytes_no_huffman": fixed.weight_bytes,
            "size": size}
-    if latency:
+    if latency and data is not None:
         row["latency_ms"] = metrics.latency(plain, data.x_test[:256]).median * 1e3
     return row
 
@@ -281,7 +412,7 @@ class Report:
         ax.set_ylabel("bytes")
         ax.set_xticks(x, df.index, rotation=15)
         acc = ax.twinx()
-        acc.plot(x, df["accuracy"] * 100, "ko-", label="accuracy")
+        acc.plot(x, df["accuracy"].astype(float) * 100, "ko-", label="accuracy")
         acc.set_ylabel("test accuracy (%)")
         acc.grid(False)
         ax.legend(loc="lower left", fontsize=8)
@@ -289,28 +420,37 @@ class Report:
         return fig
 
     def __str__(self) -> str:
-        lines = [f"{'stage':<22}{'acc':>7}{'nonzero':>9}{'float32 B':>11}{'gzip B':>9}{'cnl B':>8}"
+        lines = [f"{'stage':<22}{'acc':>7}{'nonzero':>10}{'float32 B':>12}{'gzip B':>11}{'cnl B':>10}"
                  f"{'ratio':>7}"]
         base = self.rows[0]["float32_bytes"] if self.rows else 0
         for r in self.rows:
-            lines.append(f"{r['stage']:<22}{r['accuracy']:>7.3f}{r['nonzero']:>9,}{r['float32_bytes']:>11,}"
-                         f"{r['gzip_bytes']:>9,}{r['cnl_bytes']:>8,}{base / r['cnl_bytes']:>6.1f}x")
+            acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
+            lines.append(f"{r['stage']:<22}{acc:>7}{r['nonzero']:>10,}{r['float32_bytes']:>12,}"
+                         f"{r['gzip_bytes']:>11,}{r['cnl_bytes']:>10,}{base / r['cnl_bytes']:>6.1f}x")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
         return self.frame().to_html(float_format=lambda v: f"{v:.3f}")
 
 
-def compress(model: keras.Model, data: Dataset, steps: Sequence[Any], *, fine_tune_epochs: int = 2,
-             learning_rate: float = 1e-3, weight_decay: float = 0.0, batch_size: int = 32,
-             latency: bool = False, progress: Callable[[str], None] | None = None,
+def compress(model: keras.Model, data: Dataset | None, steps: Sequence[Any], *,
+             fine_tune_epochs: int = 2, learning_rate: float = 1e-3, weight_decay: float = 0.0,
+             batch_size: int = 32, latency: bool = False, seed: int | None = None,
+             progress: Callable[[str], None] | None = None,
              callbacks: Sequence[keras.callbacks.Callback] = ()) -> tuple[keras.Model, Report]:
     """Apply ``steps`` in order, fine-tuning after each, and measure every stage.
+
+    Fine-tuning keeps the zeros of every kernel inside the compiled train step: the pruned
+    layers of a run of ``prune`` steps are :func:`compressnet_lite.pruning.prune`'s masked
+    layers (one compiled model for the whole run, new masks assigned between rounds, a
+    fresh optimizer state per round), every other kernel with zeros gets a mask constraint
+    (:class:`hold_zeros`), and clustered layers keep theirs through their index.
 
     Args:
         model: a trained, built Keras model (not changed).
         data: a :class:`~compressnet_lite.data.Dataset` (training split for fine-tuning,
-            test split for accuracy).
+            test split for accuracy); ``None`` when no step needs data (no fine-tuning, no
+            distillation): the report then has no accuracy.
         steps: ``(name, argument)`` pairs (or dicts with ``"name"``):
             ``("prune", sparsity or {layer: sparsity})``, ``("prune_neurons", fraction)``,
             ``("merge", ratio)``, ``("factorize", {"layer": ..., "rank"|"energy": ...})``,
@@ -323,8 +463,12 @@ def compress(model: keras.Model, data: Dataset, steps: Sequence[Any], *, fine_tu
         weight_decay: decoupled (AdamW) weight decay while fine-tuning before weight sharing.
         batch_size: fine-tuning batch size.
         latency: also time inference (slower; timings vary run to run).
+        seed: ``keras.utils.set_random_seed(seed)`` before each fine-tuning (reproducible
+            runs); ``None`` (default): the caller's random state is left alone.
         progress: called with a line of text as each stage starts (for command-line output).
-        callbacks: extra Keras callbacks for every fine-tuning run (e.g. a progress bar).
+        callbacks: extra Keras callbacks for every fine-tuning run (e.g. a progress bar);
+            several train steps run per compiled call, so batch-level hooks see groups of
+            batches.
 
     Returns:
         ``(compressed model, Report)``: the model is a plain Keras model (its zeros, shared
@@ -333,32 +477,75 @@ def compress(model: keras.Model, data: Dataset, steps: Sequence[Any], *, fine_tu
 
     Raises:
         TypeError / ValueError: bad model, data, steps or settings (an unknown step, a step
-            after cluster/quantize, an unknown layer name, an out-of-range argument).
+            after cluster/quantize, an unknown layer name, an out-of-range argument, no
+            data where a step needs it).
     """
     check_model(model)
-    if not isinstance(data, Dataset):
-        raise TypeError(f"data must be a compressnet_lite.data.Dataset, got {type(data).__name__}")
     parsed = _parse_steps(steps)
-    check_positive_int(fine_tune_epochs, "fine_tune_epochs", minimum=0)
+    _check_settings(data, fine_tune_epochs, batch_size, seed, weight_decay, learning_rate)
+    if data is None and any(n == "distill" for n, _ in parsed):
+        _need_data(data, "the distill step")
+    return _run(model, data, parsed, fine_tune_epochs, learning_rate, weight_decay, batch_size,
+                latency, seed, progress or (lambda line: None), callbacks)
+
+
+def _check_settings(data, epochs, batch_size, seed, weight_decay, learning_rate) -> None:
+    if data is not None and not isinstance(data, Dataset):
+        raise TypeError(f"data must be a compressnet_lite.data.Dataset or None, got {type(data).__name__}")
+    check_positive_int(epochs, "fine_tune_epochs", minimum=0)
     check_positive_int(batch_size, "batch_size")
+    if seed is not None:
+        check_positive_int(seed, "seed", minimum=0)
     if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) \
             or not (np.isfinite(weight_decay) and weight_decay >= 0):
         raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
     if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) \
             or not (np.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
-    say = progress or (lambda line: None)
+    if data is None and epochs > 0:
+        _need_data(data, "fine-tuning")
+
+
+def _run(model, data, parsed, fine_tune_epochs, learning_rate, weight_decay, batch_size, latency,
+         seed, say, callbacks, measured: Callable[[int], bool] = lambda i: True):
+    """The loop of :func:`compress`; ``measured(i)`` tells which stages get a report row
+    (stage 0 is the input)."""
     original = models.clone(model)
     current = models.clone(storage.plain_model(model))  # transform layers (masks, wrappers) -> plain Keras
     report = Report()
-    say(f"[0/{len(parsed)}] measuring the input model")
-    report.rows.append(measure(current, data, stage="input", latency=latency))
-    for i, (name, arg) in enumerate(parsed, start=1):
-        say(f"[{i}/{len(parsed)}] {name} {arg if not isinstance(arg, dict) else ''}".rstrip())
-        current = _run_step(current, name, arg, original, data, fine_tune_epochs, learning_rate,
-                            weight_decay, batch_size, callbacks)
-        current = storage.plain_model(current)
-        report.rows.append(measure(current, data, stage=f"{name} {_short(arg)}".strip(), latency=latency))
+    if measured(0):
+        say(f"[0/{len(parsed)}] measuring the input model")
+        report.rows.append(measure(current, data, stage="input", latency=latency))
+    pruner: _Pruner | None = None
+    try:
+        for i, (name, arg) in enumerate(parsed, start=1):
+            say(f"[{i}/{len(parsed)}] {name} {arg if not isinstance(arg, dict) else ''}".rstrip())
+            if name == "prune":
+                sparsity = {n: check_fraction(v, f"prune[{n!r}]")
+                            for n, v in _per_layer(arg, current, "prune").items()}
+                if pruner is None or pruner.layers != sorted(sparsity):
+                    if pruner is not None:
+                        pruner.close()
+                    pruner = _Pruner(current, list(sparsity))
+                pruner.prune(sparsity)
+                pruner.fine_tune(data, fine_tune_epochs, learning_rate, weight_decay, batch_size,
+                                 callbacks, seed)
+                current = pruner.plain()
+            else:
+                if pruner is not None:
+                    pruner.close()
+                    pruner = None
+                current = _run_step(current, name, arg, original, data, fine_tune_epochs,
+                                    learning_rate, weight_decay, batch_size, callbacks, seed)
+                current = storage.plain_model(current)
+            if measured(i):
+                report.rows.append(measure(current, data, stage=f"{name} {_short(arg)}".strip(),
+                                           latency=latency))
+    finally:
+        if pruner is not None:
+            pruner.close()
+    if getattr(current, "optimizer", None) is not None:
+        current = models.clone(current)  # no optimizer state goes with the result
     return current, report
 
 
@@ -372,7 +559,7 @@ def _short(arg: Any) -> str:
 def deep_compression(model: keras.Model, data: Dataset, *, sparsity: dict[str, float] | None = None,
                      conv_bits: int = 8, fc_bits: int = 5, prune_rounds: int = 3,
                      fine_tune_epochs: int = 4, cluster_epochs: int = 3, weight_decay: float = 0.05,
-                     learning_rate: float = 1e-3, batch_size: int = 32,
+                     learning_rate: float = 1e-3, batch_size: int = 32, seed: int | None = None,
                      progress: Callable[[str], None] | None = None) -> tuple[keras.Model, Report]:
     """Deep Compression (Han, Mao & Dally 2016): pruning, trained weight sharing, Huffman coding.
 
@@ -397,6 +584,8 @@ def deep_compression(model: keras.Model, data: Dataset, *, sparsity: dict[str, f
         weight_decay: AdamW's decoupled weight decay while pruning (Keras multiplies it by the
             learning rate: 0.05 shrinks every weight by 5e-5 per step).
         learning_rate / batch_size: fine-tuning settings.
+        seed: reseed before each fine-tuning (see :func:`compress`); ``None`` leaves the
+            caller's random state alone.
         progress: called with a line of text per stage.
 
     Returns:
@@ -421,12 +610,17 @@ def deep_compression(model: keras.Model, data: Dataset, *, sparsity: dict[str, f
         rounds.append(("prune", {n: float(1 - (1 - s) ** (r / prune_rounds)) for n, s in sparsity.items()}))
     clusters = {l.name: 2 ** (conv_bits if l in convs else fc_bits) for l in layers}
     say = progress or (lambda line: None)
-    pruned, rep1 = compress(model, data, rounds, fine_tune_epochs=fine_tune_epochs,
-                            learning_rate=learning_rate, weight_decay=weight_decay,
-                            batch_size=batch_size, progress=say)
+    _check_settings(data, fine_tune_epochs, batch_size, seed, weight_decay, learning_rate)
+    check_positive_int(cluster_epochs, "cluster_epochs", minimum=0)
+    if data is None and cluster_epochs:
+        _need_data(data, "fine-tuning the centroids")
+    # measured: the input and the last pruning round only
+    pruned, rep1 = _run(model, data, rounds, fine_tune_epochs, learning_rate, weight_decay,
+                        batch_size, False, seed, say, (),
+                        measured=lambda i: i in (0, len(rounds)))
     say("weight sharing with trained centroids")
-    shared, rep2 = compress(pruned, data, [("cluster", clusters)], fine_tune_epochs=cluster_epochs,
-                            learning_rate=learning_rate, batch_size=batch_size)
+    shared, rep2 = _run(pruned, data, [("cluster", clusters)], cluster_epochs, learning_rate,
+                        0.0, batch_size, False, seed, say, (), measured=lambda i: i == 1)
     report = Report([dict(rep1.rows[0], stage="input"), dict(rep1.rows[-1], stage="pruned (P)"),
                      dict(rep2.rows[-1], stage="P+Q")])
     fixed = storage.compressed_size(shared, huffman=False)

@@ -34,6 +34,7 @@ import numpy as np
 from compressnet_lite._checks import (
     check_array, check_choice, check_fraction, check_model, check_positive_int, check_real,
 )
+from compressnet_lite.storage import register_transform
 
 __all__ = [
     # array math
@@ -593,6 +594,9 @@ def strip(model: keras.Model) -> keras.Model:
         l.name: {"kernel": _np(l.kernel) * _np(l.cnl_mask)} for l in masked})
 
 
+register_transform(_Prunable, strip)  # how storage.plain_model drops the masks
+
+
 def _masks_assigner(layers: list) -> Callable:
     """One compiled function that sets every layer's mask and zeroes its pruned weights
     (a single graph call instead of several eager operations per layer)."""
@@ -1013,54 +1017,28 @@ def recalibrate_batchnorm(model: keras.Model, x: Any, *, batch_size: int = 256) 
 # =======================================================================================
 
 def save_sparse(model: keras.Model, path: str | os.PathLike) -> int:
-    """Write the model's weights as an ``.npz``: kernels as a packed bitmask plus their
-    non-zero float32 values, everything else dense. Returns the file's size in bytes.
+    """Write the (pruned) model with :func:`compressnet_lite.storage.save_compressed`.
 
-    A dense float32 kernel costs 32 bits per weight; the bitmask costs 1 bit per weight plus
-    32 per kept weight, so it wins above ~3% sparsity. (``compressnet_lite.storage`` holds
-    the fuller format: relative indices, quantized codes, entropy coding.)
+    The masks are dropped (:func:`strip`) and the zeros kept; the storage format stores each
+    kernel's non-zeros with their positions (relative indices or a bitmask, whichever is
+    smaller) and everything else densely. Returns the file's size in bytes.
     """
+    from compressnet_lite import storage
+
     check_model(model)
-    arrays = {}
-    for i, v in enumerate(model.weights):
-        name = v.path.split("/")[-1]
-        if name.startswith("cnl_"):
-            continue
-        value = _np(v).astype(np.float32)
-        if name == "kernel":
-            mask = value != 0
-            arrays[f"{i}_shape"] = np.asarray(value.shape, dtype=np.int32)
-            arrays[f"{i}_bits"] = np.packbits(mask.ravel())
-            arrays[f"{i}_values"] = value[mask]
-        else:
-            arrays[f"{i}_dense"] = value
-    path = os.fspath(path)
-    if not path.endswith(".npz"):
-        raise ValueError(f"path must end in .npz, got {path!r}")
-    np.savez(path, **arrays)
-    return os.path.getsize(path)
+    return storage.save_compressed(strip(model), path).total
 
 
 def load_sparse(path: str | os.PathLike) -> list[np.ndarray]:
     """Read a :func:`save_sparse` file back: the parameter arrays in ``model.weights`` order
     (masks excluded), ready for ``strip(model).set_weights``."""
-    with np.load(os.fspath(path), allow_pickle=False) as f:
-        ids = sorted({int(k.split("_")[0]) for k in f.files})
-        out = []
-        for i in ids:
-            if f"{i}_dense" in f.files:
-                out.append(f[f"{i}_dense"])
-                continue
-            shape = tuple(f[f"{i}_shape"])
-            mask = np.unpackbits(f[f"{i}_bits"], count=int(np.prod(shape))).astype(bool)
-            dense = np.zeros(mask.size, np.float32)
-            dense[mask] = f[f"{i}_values"]
-            out.append(dense.reshape(shape))
-    return out
+    from compressnet_lite import storage
+
+    return storage.load_compressed(path).get_weights()
 
 
 class SparseBytes(NamedTuple):
-    """Bytes on disk: dense float32 npz, bitmask+values npz, ``.keras`` file, gzipped ``.keras``."""
+    """Bytes on disk: dense float32 npz, the compressed file, ``.keras`` file, gzipped ``.keras``."""
 
     dense: int
     sparse: int
@@ -1072,8 +1050,9 @@ def sparse_bytes(model: keras.Model) -> SparseBytes:
     """Measure a (pruned) model's size four ways by writing each file (nothing estimated).
 
     ``dense`` is an ``.npz`` of every parameter as float32; ``sparse`` the
-    :func:`save_sparse` file; ``keras``/``keras_gzip`` the plain (stripped) ``.keras`` file
-    and its gzip (level 9), from :func:`compressnet_lite.metrics.model_bytes`.
+    :func:`save_sparse` file (the library's compressed format); ``keras``/``keras_gzip`` the
+    plain (stripped) ``.keras`` file and its gzip (level 9), from
+    :func:`compressnet_lite.metrics.model_bytes`.
     """
     from compressnet_lite.metrics import model_bytes
 
@@ -1083,6 +1062,6 @@ def sparse_bytes(model: keras.Model) -> SparseBytes:
         dense_path = os.path.join(tmp, "dense.npz")
         np.savez(dense_path, *[w.astype(np.float32) for w in plain.get_weights()])
         dense = os.path.getsize(dense_path)
-        sparse = save_sparse(plain, os.path.join(tmp, "sparse.npz"))
+        sparse = save_sparse(plain, os.path.join(tmp, "sparse.cnl"))
     kb = model_bytes(plain)
     return SparseBytes(dense, sparse, kb.keras, kb.gzip)

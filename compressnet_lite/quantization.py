@@ -33,8 +33,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from compressnet_lite import codecs
 from compressnet_lite._checks import (check_array, check_bool, check_model, check_positive_int,
                                       check_real)
+from compressnet_lite.storage import register_transform
 
 __all__ = [
     "QTensor", "code_range", "quantize", "dequantize", "binarize", "pack", "unpack",
@@ -63,6 +65,10 @@ class QTensor(NamedTuple):
         zero_point: integer code of the real value 0, same shape as ``scale``.
         bits: bit width of the codes (1..16).
         axis: the axis with one scale per index, or ``None`` for one scale.
+        symmetric: the codes are signed and centred on 0 (zero point 0), in
+            ``code_range(bits, True)``; ``False``: unsigned codes with a zero point, in
+            ``code_range(bits, False)``. Stored, not guessed from the dtype of ``q`` (codes
+            widened to a larger integer type keep their meaning).
     """
 
     q: np.ndarray
@@ -70,11 +76,7 @@ class QTensor(NamedTuple):
     zero_point: np.ndarray
     bits: int
     axis: int | None
-
-    @property
-    def symmetric(self) -> bool:
-        """True when the codes are signed and centred on 0 (zero point 0)."""
-        return bool(np.issubdtype(self.q.dtype, np.signedinteger))
+    symmetric: bool
 
 
 def code_range(bits: int, symmetric: bool = True) -> tuple[int, int]:
@@ -190,7 +192,7 @@ def quantize(w: Any, bits: int = 8, symmetric: bool = True, axis: int | None = N
         q = np.clip(np.round(w * _expand(inv, w.ndim, axis)) + _expand(zero, w.ndim, axis), qmin, qmax)
     dtype = _code_dtype(bits, symmetric)
     return QTensor(q.astype(dtype), np.asarray(scale, np.float32), np.asarray(zero).astype(dtype),
-                   bits, axis)
+                   bits, axis, bool(symmetric))
 
 
 def dequantize(qt: QTensor) -> np.ndarray:
@@ -429,23 +431,34 @@ def pack(qt: QTensor) -> np.ndarray:
     """Pack the codes of ``qt`` into bytes, ``bits`` bits each (two 4-bit codes per byte, ...).
 
     Codes are first shifted to unsigned ``0 .. 2^b - 1`` (``q - qmin``; for 1 bit
-    ``(q + 1) / 2``), then written least significant bit first. ``n`` codes take
+    ``(q + 1) / 2``), then packed by :func:`compressnet_lite.codecs.pack_bits` (most
+    significant bit first, the library's one bit order). ``n`` codes take
     ``ceil(n * bits / 8)`` bytes.
 
     Raises:
-        TypeError: ``qt`` is not a QTensor.
+        TypeError: ``qt`` is not a QTensor, or its codes are not integers.
+        ValueError: a code lies outside ``code_range(qt.bits, qt.symmetric)`` (1 bit
+            symmetric: a code other than -1 and +1).
 
     Example:
-        >>> pack(quantize(np.array([-1.0, 0.0, 0.5, 1.0]), bits=4)).tolist()
-        [112, 235]
+        >>> pack(quantize(np.array([-1.0, 0.0, 0.5, 1.0]), bits=4)).tolist()  # 0 7 11 14
+        [7, 190]
     """
     if not isinstance(qt, QTensor):
         raise TypeError(f"qt must be a QTensor (from quantize), got {type(qt).__name__}")
-    qmin, _ = code_range(qt.bits, qt.symmetric)
-    u = np.asarray(qt.q).astype(np.int64).ravel()
+    q = np.asarray(qt.q)
+    if q.size and not np.issubdtype(q.dtype, np.integer):
+        raise TypeError(f"qt.q must hold integer codes, got dtype {q.dtype}")
+    qmin, qmax = code_range(qt.bits, qt.symmetric)
+    kind = "symmetric" if qt.symmetric else "affine"
+    if q.size and (int(q.min()) < qmin or int(q.max()) > qmax or
+                   (qt.bits == 1 and qt.symmetric and np.any(q == 0))):
+        allowed = "-1 and +1" if qt.bits == 1 and qt.symmetric else f"{qmin}..{qmax}"
+        raise ValueError(f"qt.q holds codes {int(q.min())}..{int(q.max())}; {qt.bits}-bit {kind} "
+                         f"codes must be {allowed}")
+    u = q.astype(np.int64).ravel()
     u = (u + 1) // 2 if qt.bits == 1 and qt.symmetric else u - qmin
-    planes = ((u[:, None] >> np.arange(qt.bits)) & 1).astype(np.uint8)
-    return np.packbits(planes.ravel(), bitorder="little")
+    return np.frombuffer(codecs.pack_bits(u, qt.bits), dtype=np.uint8).copy()
 
 
 def unpack(data: Any, bits: int, shape: Sequence[int], symmetric: bool = True) -> np.ndarray:
@@ -464,8 +477,7 @@ def unpack(data: Any, bits: int, shape: Sequence[int], symmetric: bool = True) -
     if data.size * 8 < n * bits:
         raise ValueError(f"data holds {data.size} bytes; shape {shape} at {bits} bits needs "
                          f"{(n * bits + 7) // 8}")
-    planes = np.unpackbits(data.ravel(), bitorder="little")[: n * bits].reshape(n, bits)
-    u = (planes.astype(np.int64) << np.arange(bits)).sum(axis=1)
+    u = codecs.unpack_bits(data.tobytes(), bits, n)
     qmin, _ = code_range(bits, symmetric)
     q = 2 * u - 1 if bits == 1 and symmetric else u + qmin
     return q.astype(_code_dtype(bits, symmetric)).reshape(shape)
@@ -511,7 +523,7 @@ class _QuantizedMixin:
         return QTensor(np.asarray(keras.ops.convert_to_numpy(self.cnl_codes)),
                        np.asarray(keras.ops.convert_to_numpy(self.cnl_scale)),
                        np.asarray(keras.ops.convert_to_numpy(self.cnl_zero_point)),
-                       self.bits, self.axis)
+                       self.bits, self.axis, self.symmetric)
 
     def set_qtensor(self, qt: QTensor) -> None:
         """Store ``qt`` and set the kernel to ``dequantize(qt)``."""
@@ -831,6 +843,10 @@ def quantize_model(model: keras.Model, bits: int = 8, per_channel: bool = True, 
     return new
 
 
+register_transform(_QATMixin, lambda m: quantize_model(  # storage stores QAT layers' codes
+    m, layers=[l.name for l in m.layers if isinstance(l, _QATMixin)]))
+
+
 def quantize_aware(model: keras.Model, bits: int = 8, per_channel: bool = True,
                    activation_bits: int | None = None, layers: Iterable[str] | None = None, *,
                    calibration_data: Any = None, calibration: str | Callable = "minmax",
@@ -1104,27 +1120,26 @@ def quantized_layers(model: keras.Model) -> dict[str, QTensor]:
 
 
 def write_packed(model: keras.Model, path: str | os.PathLike) -> int:
-    """Write every quantized kernel as packed codes + float32 scales (+ zero points if affine).
+    """Write ``model`` with :func:`compressnet_lite.storage.save_compressed`, fixed-width codes.
 
-    The file is raw bytes, layer after layer (no header): what a device would flash. Used
-    by :func:`quantization_report` to measure bytes instead of computing them on paper.
+    The file is the library's one on-disk format; its integer streams are packed at their
+    width (no entropy coding: what a device would flash). Used by
+    :func:`quantization_report` to measure bytes instead of computing them on paper.
 
     Returns:
-        The file's size in bytes.
+        The bytes the quantized kernels take in that file (their codes and scales), as its
+        :class:`~compressnet_lite.storage.SizeReport` accounts them.
 
     Raises:
         ValueError: ``model`` has no quantized layer.
     """
+    from compressnet_lite import storage
+
     qts = quantized_layers(model)
     if not qts:
         raise ValueError(f"model {model.name!r} has no quantized layer: run quantize_model first")
-    with open(path, "wb") as f:
-        for qt in qts.values():
-            f.write(pack(qt).tobytes())
-            f.write(np.asarray(qt.scale, np.float32).tobytes())
-            if not qt.symmetric:
-                f.write(np.asarray(qt.zero_point).astype(_code_dtype(qt.bits, False)).tobytes())
-    return os.path.getsize(path)
+    report = storage.save_compressed(model, path, huffman=False)
+    return sum(r.bytes for r in report.rows if r.layer in qts and r.weight.endswith("/kernel"))
 
 
 class QuantReport(NamedTuple):

@@ -1,31 +1,18 @@
-"""Compressed storage: every weight in its cheapest exact encoding, entropy-coded, in one file.
+"""Compressed storage: a model's architecture and every weight in its cheapest exact encoding, in one file.
 
-A compression method only saves bytes if the file format exploits what it did. This
-module looks at each weight ARRAY (not at how it was produced) and stores it in the
-smallest of these exact encodings:
+A compression method only saves bytes if the file format exploits what it did. The
+encodings of :mod:`compressnet_lite.codecs` look at each weight ARRAY (not at how it was
+produced) and store it in the smallest exact form: dense or sparse (relative indices or a
+bitmask for the positions of the non-zeros), values as float32, as a codebook or as integer
+codes with one scale per tensor or per channel, every integer stream packed or
+entropy-coded. ``load_compressed`` returns bit-identical weights (a negative zero comes
+back as ``+0.0``).
 
-* **dense**: the float32 values as they are;
-* **sparse**: the positions of the non-zeros, as Deep Compression's *relative indices*
-  (the gap since the previous non-zero in ``b`` bits; a gap too long for ``b`` bits is
-  bridged by filler entries) or as a *bitmask* (one bit per element), whichever is
-  smaller, plus the non-zero values;
-* values as **raw** float32, as a **codebook** (the distinct values, exact float32, plus
-  one small index per value: k-means clustering / weight sharing), or as **affine**
-  integer codes with a scale per tensor or per output channel (``w = scale * k``: what
-  quantize-then-dequantize leaves);
-* every integer stream (relative indices, codebook indices, integer codes) packed at its
-  bit width or **Huffman-coded** (canonical code, :mod:`compressnet_lite.huffman`),
-  whichever is smaller.
+File format (version 2; version 1 files are read too): a zip archive holding
 
-Every encoding is lossless on the stored float32 arrays: ``load_compressed`` returns
-bit-identical weights, except that a negative zero comes back as ``+0.0`` (equal as a
-number; masking by multiplication, ``w * mask``, leaves ``-0.0`` where ``w < 0``, and
-storing those signs would cost a value per pruned weight).
-
-File format (version 1): a zip archive holding
-
-* ``manifest.json`` (deflated): format name and version, and for each weight its path,
-  shape, dtype, encoding and the (offset, length) of its streams in ``streams.bin``;
+* ``manifest.json`` (deflated): format name and version, the Keras version that wrote it,
+  and for each weight its path, shape, dtype, encoding and the (offset, length) of its
+  streams in ``streams.bin``;
 * ``model.json`` (deflated): the architecture, ``model.to_json()``; it is rebuilt with
   ``keras.saving.deserialize_keras_object(..., safe_mode=True)``, so a file can name only
   Keras' own layers and classes registered with Keras (never ``Lambda`` code, never pickle);
@@ -34,20 +21,23 @@ File format (version 1): a zip archive holding
   reported as :class:`CorruptFileError`; the zip's own CRC-32 per
   entry checks the entries again when they are read.
 
+Weights are matched to the rebuilt model by their paths (``"fc1/kernel"``); a file whose
+paths do not match the architecture is refused with the missing and extra paths named.
+
 Models with transform layers (pruning masks, clustered or quantized layers) are stored as
-the *plain* Keras model that computes the same outputs (see :func:`plain_model` for the
-rule); the encodings find the zeros, shared values and integer grids in its arrays. A layer
-that is neither a Keras layer nor a class registered with Keras is rejected with a
-``ValueError`` naming it.
+the *plain* Keras model that computes the same outputs (see :func:`plain_model`): each
+transform module registers, with :func:`register_transform`, how its layers become plain
+Keras layers; the encodings then find the zeros, shared values and integer grids in the
+arrays. A layer that is neither a Keras layer nor a class registered with Keras is rejected
+with a ``ValueError`` naming it.
 
 Example:
-    >>> import numpy as np
-    >>> w = np.zeros((100, 10), np.float32); w[::7, 3] = 0.5
-    >>> spec, streams = encode_array(w)
-    >>> spec["layout"], spec["positions"]["kind"], spec["values"]["kind"]
-    ('sparse', 'relative', 'affine')
-    >>> np.array_equal(decode_array(spec, streams), w)
-    True
+    >>> import keras
+    >>> inputs = keras.Input((4,))
+    >>> model = keras.Model(inputs, keras.layers.Dense(2, name="d")(inputs))
+    >>> report = compressed_size(model)
+    >>> [w["path"] for w in report.weights], report.total == sum(r.bytes for r in report.rows)
+    (['d/kernel', 'd/bias'], True)
 """
 
 from __future__ import annotations
@@ -61,380 +51,24 @@ import os
 import struct
 import zipfile
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from compressnet_lite._checks import check_array, check_model, check_positive_int
-from compressnet_lite.huffman import (
-    huffman_code_lengths, huffman_decode, huffman_encode, pack_bits, unpack_bits,
-)
+from compressnet_lite._checks import check_model
+from compressnet_lite.codecs import CorruptFileError, decode_array, encode_array
 
 __all__ = [
-    "FORMAT", "VERSION", "CorruptFileError", "relative_index_encode", "relative_index_decode",
-    "encode_ints", "decode_ints", "encode_array", "decode_array", "save_compressed",
-    "load_compressed", "compressed_size", "SizeReport", "plain_model", "register_library_classes",
+    "FORMAT", "VERSION", "CorruptFileError", "save_compressed", "load_compressed",
+    "compressed_size", "SizeReport", "StreamSize", "plain_model", "register_transform",
+    "register_library_classes",
 ]
 
 FORMAT = "compressnet-lite"
-VERSION = 1
-MAX_INDEX_BITS = 12        # widest relative-index width tried
-MAX_CODEBOOK = 1 << 16     # most distinct values a codebook / affine code may have
+VERSION = 2                # 2: per-channel scales on any axis, length-limited Huffman codes
+READABLE = (1, 2)          # versions this library reads
 _EOCD = b"PK\x05\x06"      # zip end-of-central-directory signature
 _HASH_LEN = 32             # SHA-256 in the zip comment
-
-
-class CorruptFileError(ValueError):
-    """The compressed file is damaged, truncated, or not a compressnet-lite file."""
-
-
-# ---------------------------------------------------------------------------------------
-# Array math: relative indices, integer streams, value encodings (NumPy only)
-# ---------------------------------------------------------------------------------------
-
-def relative_index_encode(positions: Any, bits: int) -> np.ndarray:
-    """Deep Compression's relative indices: each non-zero's gap since the previous one.
-
-    The gap ``g`` (zeros skipped) must fit in ``bits`` bits. Symbol ``M = 2**bits - 1`` is
-    reserved as a *filler*: "skip M positions, no value". A gap ``g`` is written as
-    ``g // M`` fillers followed by ``g % M``. (Han et al. store a filler as an explicit
-    zero weight; here it carries no value, which saves the value's bits.)
-
-    Args:
-        positions: sorted flat indices of the non-zeros.
-        bits: width of one entry, >= 1.
-
-    Returns:
-        The entry stream (int64), one entry per non-zero plus the fillers.
-
-    Raises:
-        ValueError / TypeError: ``positions`` not 1-D non-negative integers in increasing
-            order, ``bits`` outside 1..62.
-
-    Example:
-        >>> relative_index_encode([1, 4, 20], bits=3).tolist()   # gaps 1, 2, 15 = 7+7+1
-        [1, 2, 7, 7, 1]
-    """
-    positions, top = _check_positions(positions), (1 << check_positive_int(bits, "bits", maximum=62)) - 1
-    gaps = np.diff(positions, prepend=-1) - 1
-    if top == 1:  # 1 bit: symbol 1 = filler (skip 1), symbol 0 = "next position"
-        fillers, rest = gaps, np.zeros_like(gaps)
-    else:
-        fillers, rest = gaps // top, gaps % top
-    out = np.full(int(fillers.sum()) + positions.size, top, dtype=np.int64)
-    out[np.cumsum(fillers + 1) - 1] = rest
-    return out
-
-
-def relative_index_decode(entries: Any, bits: int) -> np.ndarray:
-    """Inverse of :func:`relative_index_encode`: the flat positions of the non-zeros.
-
-    Raises:
-        ValueError / TypeError: ``bits`` outside 1..62, ``entries`` not 1-D integers in
-            ``0 .. 2**bits - 1``.
-    """
-    top = (1 << check_positive_int(bits, "bits", maximum=62)) - 1
-    entries = check_array(entries, "entries", ndim=1, allow_empty=True)
-    if entries.size and not (np.issubdtype(entries.dtype, np.integer)
-                             and entries.min() >= 0 and entries.max() <= top):
-        raise ValueError(f"entries must be integers in 0..{top} for bits={bits}")
-    entries = entries.astype(np.int64)
-    is_filler = entries == top
-    step = np.where(is_filler, top, entries + 1)
-    return (np.cumsum(step) - 1)[~is_filler]
-
-
-def _check_positions(positions: Any) -> np.ndarray:
-    positions = check_array(positions, "positions", ndim=1, allow_empty=True)
-    if positions.size and (not np.issubdtype(positions.dtype, np.integer) or positions.min() < 0):
-        raise ValueError("positions must be non-negative integers (flat indices)")
-    if np.any(np.diff(positions) <= 0):
-        raise ValueError("positions must be in increasing order, without repeats")
-    return positions.astype(np.int64)
-
-
-def _table_bytes(lengths: np.ndarray) -> bytes:
-    """Huffman code lengths, 4 bits each (lengths above 15 use 8 bits)."""
-    if lengths.max(initial=0) <= 15:
-        return pack_bits(lengths, 4)
-    return lengths.astype(np.uint8).tobytes()
-
-
-def _huffman_cost(values: np.ndarray) -> tuple[int, np.ndarray]:
-    counts = np.bincount(values)
-    lengths = huffman_code_lengths(counts)
-    payload = (int((counts * lengths).sum()) + 7) // 8
-    table = (lengths.size * (4 if lengths.max() <= 15 else 8) + 7) // 8
-    return payload + table, lengths
-
-
-def encode_ints(values: Any, *, huffman: bool = True) -> tuple[dict, dict[str, bytes]]:
-    """Store non-negative integers packed at their bit width, or Huffman-coded if smaller.
-
-    Returns:
-        ``(spec, streams)``: a JSON-able description and the byte streams (``data``, and
-        ``table`` holding the code lengths when Huffman-coded).
-    """
-    values = np.asarray(values, dtype=np.int64).ravel()
-    count = int(values.size)
-    width = int(values.max()).bit_length() if count else 0
-    fixed_bytes = (width * count + 7) // 8
-    if huffman and count and width > 0:
-        cost, lengths = _huffman_cost(values)
-        if cost < fixed_bytes:
-            payload, lengths = huffman_encode(values, lengths)
-            spec = {"codec": "huffman", "count": count, "symbols": int(lengths.size),
-                    "table_bits": 4 if lengths.max() <= 15 else 8}
-            return spec, {"data": payload, "table": _table_bytes(lengths)}
-    return {"codec": "fixed", "count": count, "bits": width}, {"data": pack_bits(values, width)}
-
-
-def decode_ints(spec: dict, streams: dict[str, bytes]) -> np.ndarray:
-    """Inverse of :func:`encode_ints`."""
-    count = int(spec["count"])
-    if spec["codec"] == "fixed":
-        width = int(spec["bits"])
-        if len(streams["data"]) != (width * count + 7) // 8:
-            raise CorruptFileError("packed integer stream has the wrong length")
-        return unpack_bits(streams["data"], width, count)
-    if spec["codec"] == "huffman":
-        n, table_bits = int(spec["symbols"]), int(spec["table_bits"])
-        if table_bits == 4:
-            lengths = unpack_bits(streams["table"], 4, n)
-        else:
-            lengths = np.frombuffer(streams["table"], dtype=np.uint8)[:n].astype(np.int64)
-        return huffman_decode(streams["data"], lengths, count)
-    raise CorruptFileError(f"unknown integer codec {spec['codec']!r}")
-
-
-def _affine_fit(u: np.ndarray) -> tuple[float, np.ndarray] | None:
-    """Find ``scale`` (float64) and integers ``k`` with ``float32(scale * k) == u`` exactly.
-
-    ``u`` holds distinct float32 values. Each value pins ``scale * k`` inside its float32
-    rounding interval; the scale is the middle of the intersection of those intervals.
-    Returns None when no such scale exists (the values are not on one grid).
-    """
-    bits = u.view(np.uint32)
-    nz = u[u != 0].astype(np.float64)
-    if nz.size == 0:
-        return 1.0, np.zeros(u.size, np.int64)
-    s = np.sort(u.astype(np.float64))
-    gaps = np.diff(s)
-    gap = gaps[gaps > 0].min() if gaps.size else np.abs(nz).min()
-    # Candidate grid steps, largest first (the first exact fit gives the smallest codes): the
-    # smallest gap and its fractions, and the peak or range over 2^b - 1 levels.
-    levels = (1 << np.arange(1, 17)) - 1
-    cands = np.concatenate([gap / np.arange(1, 5), np.abs(nz).max() / levels,
-                            (s[-1] - min(s[0], 0.0)) / levels, [np.abs(nz).min()]])
-    for step in np.unique(cands)[::-1]:
-        fit = _affine_check(u, bits, step)
-        if fit is not None:
-            return fit
-    return None
-
-
-def _affine_check(u: np.ndarray, bits: np.ndarray, step: float) -> tuple[float, np.ndarray] | None:
-    k = np.rint(u.astype(np.float64) / step)
-    if np.abs(k).max() >= MAX_CODEBOOK or np.any((k == 0) & (u != 0)):
-        return None
-    kz = k[k != 0]
-    uz = u[k != 0]
-    below = np.nextafter(uz, np.float32(-np.inf)).astype(np.float64)
-    above = np.nextafter(uz, np.float32(np.inf)).astype(np.float64)
-    lo = (uz.astype(np.float64) + below) / 2 / kz
-    hi = (uz.astype(np.float64) + above) / 2 / kz
-    lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
-    a, b = lo.max(), hi.min()
-    if not a <= b:
-        return None
-    # Rounding ties put the true scale on an interval's edge, so the edges are tried too.
-    one = uz[np.abs(kz) == np.abs(kz).min()][0] / kz[np.abs(kz) == np.abs(kz).min()][0]
-    for scale in ((a + b) / 2, a, b, float(one), a + (b - a) / 4, a + 3 * (b - a) / 4):
-        if np.array_equal((scale * k).astype(np.float32).view(np.uint32), bits):
-            return float(scale), k.astype(np.int64)
-    return None
-
-
-def _encode_values(v: np.ndarray, channel: np.ndarray, n_channels: int,
-                   huffman: bool) -> tuple[dict, dict[str, bytes]]:
-    """Cheapest exact encoding of float32 values ``v`` (``channel[i]``: v[i]'s output channel)."""
-    best: tuple[int, dict, dict[str, bytes]] = (4 * v.size, {"kind": "raw"}, {"values": v.tobytes()})
-    if v.size == 0:
-        return best[1], best[2]
-    keys, inverse = np.unique(v.view(np.uint32), return_inverse=True)
-    candidates = []
-    if keys.size <= MAX_CODEBOOK and keys.size < 0.9 * v.size:
-        ispec, istreams = encode_ints(inverse, huffman=huffman)
-        candidates.append(({"kind": "codebook", "size": int(keys.size), "indices": ispec},
-                           {"codebook": keys.view(np.float32).tobytes(),
-                            **{f"indices.{k}": b for k, b in istreams.items()}}))
-    candidates.extend(_affine_candidates(v, keys, inverse, channel, n_channels, huffman))
-    for spec, streams in candidates:
-        size = sum(len(b) for b in streams.values())
-        if size < best[0]:
-            best = (size, spec, streams)
-    return best[1], best[2]
-
-
-def _affine_candidates(v, keys, inverse, channel, n_channels, huffman):
-    out = []
-    fit = _affine_fit(keys.view(np.float32)) if keys.size <= MAX_CODEBOOK else None
-    if fit is not None:
-        scale, k = fit
-        codes = k[inverse]
-        low = int(codes.min())
-        ispec, istreams = encode_ints(codes - low, huffman=huffman)
-        out.append(({"kind": "affine", "scale": scale, "offset": low, "codes": ispec},
-                    {f"codes.{n}": b for n, b in istreams.items()}))
-        return out  # one scale fits: per-channel scales cannot be smaller
-    if n_channels <= 1:
-        return out
-    scales = np.ones(n_channels, np.float64)
-    codes = np.zeros(v.size, np.int64)
-    for c in range(n_channels):
-        sel = channel == c
-        if not sel.any():
-            continue
-        ck, cinv = np.unique(v[sel].view(np.uint32), return_inverse=True)
-        fit = _affine_fit(ck.view(np.float32))
-        if fit is None:
-            return out
-        scales[c] = fit[0]
-        codes[sel] = fit[1][cinv]
-    low = int(codes.min())
-    ispec, istreams = encode_ints(codes - low, huffman=huffman)
-    out.append(({"kind": "affine_channel", "channels": int(n_channels), "offset": low, "codes": ispec},
-                {"scales": scales.tobytes(), **{f"codes.{n}": b for n, b in istreams.items()}}))
-    return out
-
-
-def _sub(streams: dict[str, bytes], prefix: str) -> dict[str, bytes]:
-    return {k[len(prefix) + 1:]: b for k, b in streams.items() if k.startswith(prefix + ".")}
-
-
-def _decode_values(spec: dict, streams: dict[str, bytes], count: int, channel_of) -> np.ndarray:
-    kind = spec["kind"]
-    if kind == "raw":
-        v = np.frombuffer(streams["values"], dtype=np.float32)
-    elif kind == "codebook":
-        codebook = np.frombuffer(streams["codebook"], dtype=np.float32)
-        idx = decode_ints(spec["indices"], _sub(streams, "indices"))
-        if codebook.size != spec["size"] or (idx.size and idx.max() >= codebook.size):
-            raise CorruptFileError("codebook indices out of range")
-        v = codebook[idx]
-    elif kind == "affine":
-        k = decode_ints(spec["codes"], _sub(streams, "codes")) + int(spec["offset"])
-        v = (float(spec["scale"]) * k).astype(np.float32)
-    elif kind == "affine_channel":
-        scales = np.frombuffer(streams["scales"], dtype=np.float64)
-        k = decode_ints(spec["codes"], _sub(streams, "codes")) + int(spec["offset"])
-        v = (scales[channel_of()] * k).astype(np.float32)
-    else:
-        raise CorruptFileError(f"unknown value encoding {kind!r}")
-    if v.size != count:
-        raise CorruptFileError(f"expected {count} values, decoded {v.size}")
-    return v
-
-
-def encode_array(x: Any, *, huffman: bool = True) -> tuple[dict, dict[str, bytes]]:
-    """Encode one weight array in the cheapest exact encoding (see the module docstring).
-
-    Args:
-        x: the array. float32 arrays get every encoding; other dtypes are stored raw.
-        huffman: allow Huffman coding of the integer streams (``False`` gives the paper's
-            "pruning + quantization" stage: fixed-width indices).
-
-    Returns:
-        ``(spec, streams)``: a JSON-able description and named byte streams.
-    """
-    x = np.asarray(x, order="C")
-    spec: dict[str, Any] = {"shape": list(x.shape), "dtype": x.dtype.str}
-    if x.dtype != np.float32:
-        if x.dtype.kind not in "biuf":
-            raise TypeError(f"cannot store weights of dtype {x.dtype}")
-        return {**spec, "layout": "dense", "values": {"kind": "raw"}}, {"values": x.tobytes()}
-    flat = x.ravel() + np.float32(0)  # -0.0 + 0.0 = +0.0: a zero is a zero, whatever its sign
-    n_channels = x.shape[-1] if x.ndim >= 2 else 1
-    options = []
-    # dense: every element through a value encoding
-    vspec, vstreams = _encode_values(flat, np.arange(flat.size) % n_channels, n_channels, huffman)
-    options.append(({**spec, "layout": "dense", "values": vspec},
-                    {f"values.{k}" if vspec["kind"] != "raw" else k: b for k, b in vstreams.items()}))
-    # sparse: positions + non-zero values
-    positions = np.flatnonzero(flat)
-    if positions.size < flat.size:
-        pspec, pstreams = _encode_positions(positions, flat.size, huffman)
-        vspec, vstreams = _encode_values(flat[positions], positions % n_channels, n_channels, huffman)
-        options.append(({**spec, "layout": "sparse", "nonzero": int(positions.size),
-                         "positions": pspec, "values": vspec},
-                        {**{f"positions.{k}": b for k, b in pstreams.items()},
-                         **{f"values.{k}" if vspec["kind"] != "raw" else k: b
-                            for k, b in vstreams.items()}}))
-    return min(options, key=lambda o: sum(len(b) for b in o[1].values()))
-
-
-def _encode_positions(positions: np.ndarray, n: int, huffman: bool) -> tuple[dict, dict[str, bytes]]:
-    best = ((n + 7) // 8, {"kind": "bitmask"}, None)
-    for bits in range(1, MAX_INDEX_BITS + 1):
-        entries = relative_index_encode(positions, bits)
-        fixed = (entries.size * bits + 7) // 8
-        cost = min(fixed, _huffman_cost(entries)[0]) if huffman and entries.size else fixed
-        if cost < best[0]:
-            best = (cost, {"kind": "relative", "bits": bits}, entries)
-    _, spec, entries = best
-    if spec["kind"] == "bitmask":
-        mask = np.zeros(n, np.uint8)
-        mask[positions] = 1
-        return spec, {"mask": np.packbits(mask).tobytes()}
-    bits = spec["bits"]
-    ispec, istreams = encode_ints(entries, huffman=huffman)
-    if ispec["codec"] == "fixed":  # keep the chosen width (the largest entry may be narrower)
-        ispec = {"codec": "fixed", "count": int(entries.size), "bits": bits}
-        istreams = {"data": pack_bits(entries, bits)}
-    return {**spec, "entries": ispec}, {f"entries.{k}": b for k, b in istreams.items()}
-
-
-def decode_array(spec: dict, streams: dict[str, bytes]) -> np.ndarray:
-    """Inverse of :func:`encode_array`: the exact array.
-
-    Raises:
-        CorruptFileError: the streams do not match the description.
-    """
-    shape = tuple(int(s) for s in spec["shape"])
-    dtype = np.dtype(spec["dtype"])
-    if dtype.kind not in "biuf":
-        raise CorruptFileError(f"unsupported dtype {dtype}")
-    n = int(np.prod(shape, dtype=np.int64))
-    if any(d < 0 for d in shape) or n > 1 << 31:
-        raise CorruptFileError(f"implausible weight shape {shape}")
-    n_channels = shape[-1] if len(shape) >= 2 else 1
-    if spec["layout"] == "dense":
-        if spec["values"]["kind"] == "raw":
-            flat = np.frombuffer(streams["values"], dtype=dtype)
-            if flat.size != n:
-                raise CorruptFileError(f"expected {n} values, found {flat.size}")
-        else:
-            flat = _decode_values(spec["values"], _sub(streams, "values"), n,
-                                  lambda: np.arange(n) % n_channels)
-        return flat.reshape(shape).copy()
-    if spec["layout"] != "sparse":
-        raise CorruptFileError(f"unknown layout {spec['layout']!r}")
-    pspec = spec["positions"]
-    if pspec["kind"] == "bitmask":
-        mask = np.unpackbits(np.frombuffer(streams["positions.mask"], np.uint8), count=n)
-        positions = np.flatnonzero(mask)
-    elif pspec["kind"] == "relative":
-        entries = decode_ints(pspec["entries"], _sub(_sub(streams, "positions"), "entries"))
-        positions = relative_index_decode(entries, int(pspec["bits"]))
-    else:
-        raise CorruptFileError(f"unknown position encoding {pspec['kind']!r}")
-    if positions.size != spec["nonzero"] or (positions.size and positions[-1] >= n):
-        raise CorruptFileError("sparse positions do not match the array's shape")
-    vstreams = streams if spec["values"]["kind"] == "raw" else _sub(streams, "values")
-    values = _decode_values(spec["values"], vstreams, positions.size, lambda: positions % n_channels)
-    flat = np.zeros(n, dtype=np.float32)
-    flat[positions] = values
-    return flat.reshape(shape)
 
 
 # ---------------------------------------------------------------------------------------
@@ -495,17 +129,48 @@ def _to_builtin_layers(model):
         name: {"kernel": keras.ops.convert_to_numpy(layer.kernel)} for name, layer in layers.items()})
 
 
+_TRANSFORMS: list[tuple[type, Callable]] = []
+
+
+def register_transform(layer_class: type, to_plain: Callable) -> None:
+    """Tell :func:`plain_model` how a model with ``layer_class`` layers becomes plain Keras.
+
+    Each transform module calls this once per layer family it defines (pruning: masked
+    layers -> ``strip``; clustering: clustered layers -> ``strip_clustering``;
+    quantization: quantization-aware layers -> ``quantize_model``), so storage needs to know
+    no module's classes.
+
+    Args:
+        layer_class: the class (or mixin) whose instances need converting.
+        to_plain: ``to_plain(model) -> model``: a new model without such layers (the layers
+            it produces may belong to another registered family, or be library layers that
+            subclass a Keras layer, which :func:`plain_model` turns into that Keras layer).
+
+    Raises:
+        TypeError: ``layer_class`` is not a class or ``to_plain`` is not callable.
+    """
+    if not isinstance(layer_class, type):
+        raise TypeError(f"layer_class must be a class, got {type(layer_class).__name__}")
+    if not callable(to_plain):
+        raise TypeError(f"to_plain must be callable, got {type(to_plain).__name__}")
+    for i, (cls, _) in enumerate(_TRANSFORMS):
+        if cls is layer_class:  # a module imported twice (reload): the newer function wins
+            _TRANSFORMS[i] = (layer_class, to_plain)
+            return
+    _TRANSFORMS.append((layer_class, to_plain))
+
+
 def plain_model(model: Any):
     """The model the file stores: plain Keras layers holding the weights the model computes with.
 
-    The rule, applied in this order (each step only when the model needs it):
+    The rule, each step only when the model needs it:
 
-    1. quantization-aware layers (``QAT*``) -> ``quantization.quantize_model`` (their codes);
-    2. pruning wrappers -> ``pruning.strip`` (masks dropped, zeros kept);
-    3. clustered layers -> ``clustering.strip_clustering`` (kernel = codebook[index]);
-    4. any other library layer that subclasses a Keras layer (``QuantizedDense`` ...) -> that
-       Keras layer with the layer's effective ``kernel`` and its bias; bookkeeping ``cnl_*``
-       variables are dropped.
+    1. every layer family registered with :func:`register_transform` (quantization-aware
+       layers, pruning masks, clustered layers, ...) is converted by its module's function,
+       until none is left;
+    2. any other library layer that subclasses a Keras layer (``QuantizedDense`` ...) becomes
+       that Keras layer with the layer's effective ``kernel`` and its bias; bookkeeping
+       ``cnl_*`` variables are dropped.
 
     The storage encodings then recover the structure from the arrays themselves (zeros,
     shared values, integer grids). Other custom layers are kept only if registered with
@@ -520,14 +185,16 @@ def plain_model(model: Any):
     check_model(model)
     from compressnet_lite.metrics import _flat_layers
 
-    qat = _library_layers(model, ("_QATMixin",))
-    if qat:
-        quantization = importlib.import_module("compressnet_lite.quantization")
-        model = quantization.quantize_model(model, layers=[l.name for l in qat])
-    if _library_layers(model, ("_Prunable",)):
-        model = importlib.import_module("compressnet_lite.pruning").strip(model)
-    if _library_layers(model, ("_Clustered",)):
-        model = importlib.import_module("compressnet_lite.clustering").strip_clustering(model)
+    done: set[type] = set()  # each family converted once (a nested model may keep some)
+    while True:
+        layers = _flat_layers(model)
+        todo = [(cls, fn) for cls, fn in _TRANSFORMS
+                if cls not in done and any(isinstance(l, cls) for l in layers)]
+        if not todo:
+            break
+        cls, fn = todo[0]
+        model = fn(model)
+        done.add(cls)
     model = _to_builtin_layers(model)
     for layer in _flat_layers(model):
         if isinstance(layer, keras.layers.Lambda):
@@ -555,6 +222,11 @@ def _encode_model(model, huffman: bool) -> tuple[bytes, "SizeReport"]:
     import keras
 
     model = plain_model(model)
+    paths = [v.path for v in model.weights]
+    repeated = sorted({p for p in paths if paths.count(p) > 1})
+    if repeated:
+        raise ValueError(f"model {model.name!r} has several weights with the path {repeated[0]!r}: "
+                         "the file matches weights by path; give the layers distinct names")
     entries, blob, rows = [], bytearray(), []
     for var in model.weights:
         arr = np.asarray(keras.ops.convert_to_numpy(var))
@@ -567,9 +239,10 @@ def _encode_model(model, huffman: bool) -> tuple[bytes, "SizeReport"]:
         entries.append({"path": var.path, **spec, "streams": table})
     blob = bytes(blob)
     manifest = {"format": FORMAT, "version": VERSION, "keras": keras.__version__,
-                "model": model.name, "streams_size": len(blob), "weights": entries}
+                "model": model.name, "huffman": bool(huffman), "streams_size": len(blob),
+                "weights": entries}
     manifest_json = json.dumps(manifest, separators=(",", ":")).encode()
-    arch_json = model.to_json().encode()
+    arch_json = json.dumps(_architecture(model)).encode()
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for name, data, method in (("manifest.json", manifest_json, zipfile.ZIP_DEFLATED),
@@ -586,6 +259,16 @@ def _encode_model(model, huffman: bool) -> tuple[bytes, "SizeReport"]:
     data = head + hashlib.sha256(head).digest()
     report = _report(manifest, rows, sizes, len(data), huffman)
     return data, report
+
+
+def _architecture(model) -> dict:
+    """The model's serialized architecture, without its compile settings (optimizer, loss,
+    metrics: nothing a stored model needs, and they differ between otherwise equal models)."""
+    import keras
+
+    config = keras.saving.serialize_keras_object(model)
+    config.pop("compile_config", None)
+    return config
 
 
 def _layer_of(path: str) -> str:
@@ -611,9 +294,10 @@ def _verify_and_open(data: bytes) -> tuple[dict, str, bytes, dict[str, int]]:
         raise CorruptFileError(f"damaged archive: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CorruptFileError("not a compressnet-lite file (manifest has no format tag)")
-    if manifest.get("version") != VERSION:
+    if manifest.get("version") not in READABLE:
         raise CorruptFileError(f"unsupported format version {manifest.get('version')!r} "
-                               f"(this library reads version {VERSION})")
+                               f"(this library reads versions {', '.join(map(str, READABLE))}; "
+                               "a newer compressnet-lite wrote it)")
     if manifest.get("streams_size") != len(blob):
         raise CorruptFileError("streams.bin has the wrong size")
     return manifest, arch, blob, sizes
@@ -627,8 +311,8 @@ def _read(path: Any) -> bytes:
         return f.read()
 
 
-def _decode_weights(manifest: dict, blob: bytes) -> list[np.ndarray]:
-    arrays = []
+def _decode_weights(manifest: dict, blob: bytes) -> dict[str, np.ndarray]:
+    arrays = {}
     try:
         for entry in manifest["weights"]:
             streams = {}
@@ -636,12 +320,40 @@ def _decode_weights(manifest: dict, blob: bytes) -> list[np.ndarray]:
                 if offset < 0 or offset + length > len(blob):
                     raise CorruptFileError(f"stream {name!r} of {entry['path']!r} lies outside the file")
                 streams[name] = blob[offset:offset + length]
-            arrays.append(decode_array(entry, streams))
+            if entry["path"] in arrays:
+                raise CorruptFileError(f"the file holds weight {entry['path']!r} twice")
+            arrays[entry["path"]] = decode_array(entry, streams)
     except CorruptFileError:
         raise
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise CorruptFileError(f"inconsistent manifest: {exc}") from None
     return arrays
+
+
+def _assign_by_path(model, arrays: dict[str, np.ndarray], manifest: dict) -> None:
+    """Assign each of the model's weights the file's array of the same path."""
+    import keras
+
+    paths = [v.path for v in model.weights]
+    missing = [p for p in paths if p not in arrays]
+    extra = [p for p in arrays if p not in set(paths)]
+    if missing or extra:
+        written = manifest.get("keras")
+        version = "" if written in (None, keras.__version__) else (
+            f" (the file was written with Keras {written}, this is Keras {keras.__version__})")
+        parts = []
+        if missing:
+            parts.append(f"the architecture has weights the file lacks: {', '.join(missing[:8])}"
+                         + (" ..." if len(missing) > 8 else ""))
+        if extra:
+            parts.append(f"the file has weights the architecture lacks: {', '.join(extra[:8])}"
+                         + (" ..." if len(extra) > 8 else ""))
+        raise CorruptFileError("weight paths do not match: " + "; ".join(parts) + version)
+    for var in model.weights:
+        arr = arrays[var.path]
+        if tuple(var.shape) != arr.shape:
+            raise CorruptFileError(f"weight {var.path!r} has shape {tuple(var.shape)}, file has {arr.shape}")
+        var.assign(arr)
 
 
 def save_compressed(model: Any, path: Any, *, huffman: bool = True) -> "SizeReport":
@@ -675,9 +387,14 @@ def load_compressed(path: Any):
     The architecture is rebuilt with Keras' deserialisation under ``safe_mode=True``;
     nothing in the file is executed.
 
+    Weights are assigned by path; a file whose paths do not match the rebuilt architecture
+    is refused, naming the missing and extra paths (and the two Keras versions when the
+    file was written by another one).
+
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        CorruptFileError: (a ``ValueError``) damaged, truncated, or not a compressnet-lite file.
+        CorruptFileError: (a ``ValueError``) damaged, truncated, or not a compressnet-lite
+            file; weight paths that do not match the architecture; a newer format version.
     """
     import keras
 
@@ -688,13 +405,11 @@ def load_compressed(path: Any):
     try:
         model = keras.saving.deserialize_keras_object(json.loads(arch), safe_mode=True)
     except Exception as exc:  # unknown classes, bad config
-        raise CorruptFileError(f"cannot rebuild the architecture: {exc}") from None
-    if len(model.weights) != len(arrays):
-        raise CorruptFileError(f"the architecture has {len(model.weights)} weights, the file {len(arrays)}")
-    for var, arr in zip(model.weights, arrays):
-        if tuple(var.shape) != arr.shape:
-            raise CorruptFileError(f"weight {var.path!r} has shape {tuple(var.shape)}, file has {arr.shape}")
-        var.assign(arr)
+        written = manifest.get("keras")
+        version = "" if written in (None, keras.__version__) else (
+            f" (the file was written with Keras {written}, this is Keras {keras.__version__})")
+        raise CorruptFileError(f"cannot rebuild the architecture: {exc}{version}") from None
+    _assign_by_path(model, arrays, manifest)
     return model
 
 
@@ -803,17 +518,23 @@ class SizeReport:
 def _describe(entry: dict) -> str:
     v = entry["values"]
     kind = {"raw": np.dtype(entry["dtype"]).name, "codebook": f"codebook {v.get('size')}",
-            "affine": "int codes, 1 scale", "affine_channel": "int codes, scale/channel"}.get(v["kind"], v["kind"])
+            "affine": "int codes, 1 scale",
+            "affine_channel": f"int codes, scale/ch axis {v.get('axis', len(entry['shape']) - 1)}",
+            }.get(v["kind"], v["kind"])
     for key in ("indices", "codes"):
         if key in v:
-            c = v[key]
-            kind += f" ({'huffman' if c['codec'] == 'huffman' else str(c['bits']) + ' bit'})"
+            kind += f" ({_codec_name(v[key])})"
     if entry["layout"] == "sparse":
         p = entry["positions"]
         pos = "bitmask" if p["kind"] == "bitmask" else f"rel {p['bits']}b" + (
-            " huff" if p["entries"]["codec"] == "huffman" else "")
+            "" if p["entries"]["codec"] == "fixed" else " " + _codec_name(p["entries"]))
         return f"sparse {pos}, {kind}"
     return kind
+
+
+def _codec_name(spec: dict) -> str:
+    return {"fixed": f"{spec.get('bits')} bit", "mapped": f"{spec.get('bits')} bit mapped",
+            }.get(spec["codec"], spec["codec"])
 
 
 def _report(manifest: dict, rows: list[StreamSize], sizes: dict[str, int], total: int,
@@ -830,6 +551,18 @@ def _report(manifest: dict, rows: list[StreamSize], sizes: dict[str, int], total
                         "values": e["values"]["kind"], "size": n,
                         "stored": int(e.get("nonzero", n)), "encoding": _describe(e)})
     return SizeReport(total, rows, float32, weights, huffman)
+
+
+def _codecs_of(spec: Any) -> set[str]:
+    """Every ``"codec"`` named anywhere inside an entry of the manifest."""
+    if isinstance(spec, dict):
+        found = {spec["codec"]} if isinstance(spec.get("codec"), str) else set()
+        for value in spec.values():
+            found |= _codecs_of(value)
+        return found
+    if isinstance(spec, list):
+        return set().union(*map(_codecs_of, spec)) if spec else set()
+    return set()
 
 
 def compressed_size(obj: Any, *, huffman: bool = True) -> SizeReport:
@@ -857,5 +590,7 @@ def compressed_size(obj: Any, *, huffman: bool = True) -> SizeReport:
     manifest, _, _, sizes = _verify_and_open(data)
     rows = [StreamSize(_layer_of(e["path"]), e["path"], name, length)
             for e in manifest["weights"] for name, _, length in e["streams"]]
-    uses_huffman = "huffman" in json.dumps(manifest["weights"])
+    uses_huffman = manifest.get("huffman")
+    if uses_huffman is None:  # format version 1 has no field: look for a Huffman-coded stream
+        uses_huffman = any(_codecs_of(e) & {"huffman"} for e in manifest["weights"])
     return _report(manifest, rows, sizes, len(data), uses_huffman)

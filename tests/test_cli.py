@@ -131,3 +131,26 @@ def test_cluster_on_a_model_without_kernels_is_a_clear_failure(tmp_path, capsys)
     assert code == 1
     assert "has no Dense or Conv2D kernel" in capsys.readouterr().err
     assert not (tmp_path / "out.cnl").exists()
+
+
+def test_compress_without_fine_tuning_needs_no_data(tmp_path, capsys):
+    # A model whose input is not the digits' (64 or 8x8x1): no data is read when no step
+    # needs it. (By hand: MobileNetV2 at 96x96x3 with --prune 0.5 --cluster 16 works too.)
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.Flatten()(x)
+    keras.Model(inputs, keras.layers.Dense(5, name="out")(x)).save(tmp_path / "odd.keras")
+    out = tmp_path / "odd.cnl"
+    argv = ["compress", str(tmp_path / "odd.keras"), "--prune", "0.5", "--cluster", "4",
+            "--fine-tune-epochs", "0", "-o", str(out)]
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
+    assert "without data" in captured.err and f"{out.stat().st_size:,} bytes" in captured.out
+    k = storage.load_compressed(out).get_layer("conv").get_weights()[0]
+    assert np.mean(k == 0) >= 0.5 and np.unique(k[k != 0]).size <= 4
+    # fine-tuning needs data: the default digits do not fit this model, and it says so
+    assert cli.main(["-q", *argv[:-4], "--fine-tune-epochs", "1", "-o", str(out)]) == 1
+    assert "expects inputs of shape (6, 6, 2)" in capsys.readouterr().err

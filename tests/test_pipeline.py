@@ -105,13 +105,71 @@ def test_paper_sparsity_rejects_bad_arguments(args, error, match):
         pipeline.paper_sparsity(*args)
 
 
-def test_keep_zeros_callback(trained_mlp, digits):
+def test_hold_zeros_keeps_them_inside_the_compiled_step(trained_mlp, digits):
+    from compressnet_lite.pruning import MaskConstraint
+
     w = trained_mlp.get_weights()
     w[0][:, :10] = 0
     trained_mlp.set_weights(w)
+    kernel = trained_mlp.get_layer("fc1").kernel
+    before = kernel.constraint
+    with pipeline.hold_zeros(trained_mlp):
+        assert isinstance(kernel.constraint, MaskConstraint)
+        assert trained_mlp.get_layer("out").kernel.constraint is None  # no zeros: no mask
+    assert kernel.constraint is before
+    # no callback: the constraint is traced into the train step, several steps per call
     pipeline._fine_tune_with(trained_mlp, digits, 1, 1e-3, 1e-3, 64)
+    assert trained_mlp.steps_per_execution > 1
     assert np.all(trained_mlp.get_weights()[0][:, :10] == 0)
     assert metrics.sparsity(trained_mlp.get_layer("fc1")) >= 10 / 64
+    assert kernel.constraint is before
+
+
+@needs
+def test_pruning_rounds_share_one_compiled_model(trained_mlp, digits):
+    rounds = [("prune", 0.5), ("prune", 0.7), ("prune", 0.8)]
+    traces = []
+    original = pipeline._Pruner.fine_tune
+
+    def counting(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        traces.append(id(self.model.train_function))
+    pipeline._Pruner.fine_tune = counting
+    try:
+        small, report = pipeline.compress(trained_mlp, digits, rounds, fine_tune_epochs=1, seed=0)
+    finally:
+        pipeline._Pruner.fine_tune = original
+    assert len(traces) == 3 and len(set(traces)) == 1  # one traced train step for the rounds
+    nonzero = [r["nonzero"] for r in report.rows]
+    assert nonzero[0] > nonzero[1] > nonzero[2] > nonzero[3]
+    k = _kernels(small)
+    assert np.mean(k["fc1/kernel"] == 0) == pytest.approx(0.8, abs=0.01)
+    assert all(type(l).__module__.startswith("keras.") for l in small.layers)
+
+
+@needs
+@pytest.mark.parametrize("step, seed", [(("distill", 2.0), None), (("prune", 0.5), None),
+                                        (("prune", 0.5), 3)], ids=["distill", "prune", "prune-seed-3"])
+def test_the_callers_random_state_is_left_alone(trained_mlp, digits, monkeypatch, step, seed):
+    # The distill step once called keras.utils.set_random_seed(0), and every fine-tuning
+    # reseeded with 0: whatever the caller had seeded was overwritten.
+    calls = []
+    real = keras.utils.set_random_seed
+    monkeypatch.setattr(keras.utils, "set_random_seed", lambda s: (calls.append(s), real(s)))
+    pipeline.compress(trained_mlp, digits, [step], fine_tune_epochs=1, seed=seed)
+    assert calls == ([] if seed is None else [seed])
+
+
+@needs
+def test_compression_without_fine_tuning_needs_no_data(trained_mlp):
+    small, report = pipeline.compress(trained_mlp, None, [("prune", 0.5), ("cluster", 8)],
+                                      fine_tune_epochs=0)
+    assert [r["accuracy"] for r in report.rows] == [None, None, None]
+    assert "-" in str(report) and report.rows[-1]["cnl_bytes"] < report.rows[0]["cnl_bytes"]
+    with pytest.raises(ValueError, match="fine-tuning needs data"):
+        pipeline.compress(trained_mlp, None, [("prune", 0.5)], fine_tune_epochs=1)
+    with pytest.raises(ValueError, match="the distill step needs data"):
+        pipeline.compress(trained_mlp, None, [("distill", 2.0)], fine_tune_epochs=0)
 
 
 @pytest.mark.parametrize("steps, error, match", [
@@ -134,6 +192,8 @@ def test_bad_steps(trained_mlp, digits, steps, error, match):
 def test_bad_arguments(trained_mlp, digits):
     with pytest.raises(TypeError, match="data must be"):
         pipeline.compress(trained_mlp, (digits.x_train, digits.y_train), [])
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        pipeline.compress(trained_mlp, digits, [], seed=-1)
     with pytest.raises(ValueError, match="fine_tune_epochs"):
         pipeline.compress(trained_mlp, digits, [], fine_tune_epochs=-1)
     for wd in (-1, float("inf"), float("nan"), True):

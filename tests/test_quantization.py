@@ -132,9 +132,9 @@ def test_binarize_is_xnor_per_filter():
 
 
 @pytest.mark.parametrize("bits, expected", [
-    (4, [0x70, 0xEB]),       # codes -7 0 4 7 -> unsigned 0 7 11 14, low nibble first
-    (2, [0b10010100]),       # codes -1 0 0 1 -> unsigned 0 1 1 2, two bits each
-    (1, [0b00001110]),       # signs - + + + -> bits 0 1 1 1
+    (4, [0x07, 0xBE]),       # codes -7 0 4 7 -> unsigned 0 7 11 14, first code in the high nibble
+    (2, [0b00010110]),       # codes -1 0 0 1 -> unsigned 0 1 1 2, two bits each, MSB first
+    (1, [0b01110000]),       # signs - + + + -> bits 0 1 1 1
 ], ids=["4bit", "2bit", "1bit"])
 def test_pack_by_hand(bits, expected):
     qt = Q.quantize(np.array([-1.0, 0.0, 0.5, 1.0], np.float32), bits=bits)
@@ -244,7 +244,9 @@ def test_report_bytes_are_measured(mlp, bits):
     kernels = 64 * 64 + 64 * 32 + 32 * 10
     scales = 4 * (64 + 32 + 10)
     assert report.float_bytes == 4 * kernels
-    assert report.quantized_bytes == sum(-(-n * bits // 8) for n in (4096, 2048, 320)) + scales
+    # the storage file's kernel streams: at most the packed codes plus float32 scales, and for
+    # 1 bit (codes -1, +1: two of three values) a table of the two codes, 1 byte per layer
+    assert 0 < report.quantized_bytes <= sum(-(-n * bits // 8) for n in (4096, 2048, 320)) + scales + 3
     assert report.bits == {"fc1": bits, "fc2": bits, "out": bits} and report.accuracy is None
     assert report.ratio > 3.5
 
@@ -663,3 +665,29 @@ def test_calibrate_in_place_reads_float_activations(mlp2, digits):
         Q.calibrate(Q.quantize_aware(mlp2, bits=8), x)
     with pytest.raises(ValueError, match=r"data must have shape \(n, 64\)"):
         Q.calibrate(qat, np.zeros((3, 5)))
+
+# ------------------------------------------------- QTensor: the symmetric flag, code ranges
+
+@pytest.mark.parametrize("symmetric", [True, False], ids=["symmetric", "affine"])
+def test_symmetric_is_stored_not_guessed_from_the_dtype(symmetric):
+    qt = Q.quantize(np.array([-1.0, 0.0, 0.5, 1.0], np.float32), bits=4, symmetric=symmetric)
+    assert qt.symmetric is symmetric
+    widened = qt._replace(q=qt.q.astype(np.int32))  # e.g. codes read back as int32
+    assert widened.symmetric is symmetric
+    assert Q.pack(widened).tolist() == Q.pack(qt).tolist()
+    np.testing.assert_array_equal(Q.dequantize(widened), Q.dequantize(qt))
+
+
+@pytest.mark.parametrize("codes, bits, symmetric, match", [
+    ([200, 0], 4, False, "codes 0..200; 4-bit affine codes must be 0..15"),
+    ([-8, 3], 4, True, "codes -8..3; 4-bit symmetric codes must be -7..7"),
+    ([-1, 0, 1], 1, True, "1-bit symmetric codes must be -1 and \\+1"),
+    ([-1, 2], 2, False, "2-bit affine codes must be 0..3"),
+], ids=["affine-too-big", "symmetric-too-small", "one-bit-zero", "affine-negative"])
+def test_pack_refuses_codes_outside_their_range(codes, bits, symmetric, match):
+    q = np.array(codes, np.int32)
+    qt = Q.QTensor(q, np.float32(1.0), np.int32(0), bits, None, symmetric)
+    with pytest.raises(ValueError, match=match):
+        Q.pack(qt)
+    with pytest.raises(TypeError, match="integer codes"):
+        Q.pack(qt._replace(q=q.astype(np.float32)))
