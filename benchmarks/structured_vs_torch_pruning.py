@@ -18,17 +18,23 @@ Both score a channel by the sum of squared weights of its slice in each member o
 (convolution/dense filters and input rows, BatchNorm scales), averaged over members; no
 ``round_to`` on either side. Printed: parameters and MACs after pruning (ours vs theirs), how
 many layers kept the same number of channels and the very same channels, the time to prune
-(median over repeats; for Torch-Pruning, building the dependency graph plus ``step()``), and
+(median over repeats; for Torch-Pruning, building the dependency graph plus ``step()``; beside
+it, the time Keras alone takes to build a model of the pruned size, ``clone_model``), and
 our latency gain over MAC reduction: Keras (a compiled forward pass, as ``predict`` runs it)
 and float32 TFLite (``cnl.tflite.to_tflite`` + ``TFLiteRunner``), batch 32 and 1, one thread,
 dense and pruned models timed in interleaved rounds (the gain is the median over rounds of
 the per-round ratio).
 
+Two untimed rows explain the differences: ours with Torch-Pruning's count rule (every group
+keeps ``int(n * (1 - r))`` of ``n`` units; ``prune_neurons`` removes ``round(r * n)``), and, for
+MobileNetV2, our score without depthwise kernels (which Torch-Pruning's importance skips).
+
 Targets (issue 11): MACs and parameters within 2% of Torch-Pruning's at equal ratio; our
 pruning time <= Torch-Pruning's; latency gain >= 0.7 x MAC reduction on the 50%-pruned
 ResNet-50 at batch 32 in TFLite.
 
-Run from the repository root (not in CI; about ten minutes on 2 cores):
+Run from the repository root (not in CI; 17 minutes on 2 shared cores, most of it the
+latency rounds and the TFLite conversions; ``--rounds 0`` skips the latency part):
 
     .venv/bin/python benchmarks/structured_vs_torch_pruning.py [--size 96] [--alpha 1.0]
 
