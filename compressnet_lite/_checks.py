@@ -6,11 +6,44 @@ Private: the public functions call these so that every error message has the sam
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import numbers
 from typing import Any
 
 import keras
 import numpy as np
+
+
+_READS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("cnl_reads", default=None)
+
+
+def read_value(variable: Any) -> np.ndarray:
+    """A variable's value as NumPy; read from the backend once per :func:`reading` block.
+
+    Treat the result as read-only (inside a block it is shared by every caller).
+    """
+    cache = _READS.get()
+    if cache is None:
+        return np.asarray(keras.ops.convert_to_numpy(variable))
+    key = id(variable)
+    if key not in cache:   # the variable is kept alive with its value: ids cannot be reused
+        cache[key] = (variable, np.asarray(keras.ops.convert_to_numpy(variable)))
+    return cache[key][1]
+
+
+@contextlib.contextmanager
+def reading():
+    """Read every variable at most once inside the block: one transform (and the helpers it
+    calls) reads the same weights many times. Nothing may change those weights meanwhile."""
+    if _READS.get() is not None:
+        yield
+        return
+    token = _READS.set({})
+    try:
+        yield
+    finally:
+        _READS.reset(token)
 
 
 def check_fraction(value: Any, name: str, *, high_inclusive: bool = False) -> float:
@@ -144,7 +177,7 @@ def check_model(model: Any, name: str = "model") -> keras.Model:
     if not model.built or (model.layers and not model.weights and _has_weighted_layers(model)):
         raise ValueError(f"{name} is not built: call it on data or give it an Input first")
     for w in model.weights:
-        value = np.asarray(keras.ops.convert_to_numpy(w))
+        value = read_value(w)
         if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
             raise ValueError(f"{name} has NaN or infinite values in weight {w.path!r}")
     return model

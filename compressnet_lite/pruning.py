@@ -901,6 +901,14 @@ def prune_neurons(model: keras.Model, fraction: float | None = None, threshold: 
     """
     from compressnet_lite import surgery
 
+    with surgery.reading():
+        return _prune_neurons(model, fraction, threshold, criterion, data, layers, scope, normalize,
+                              round_to)
+
+
+def _prune_neurons(model, fraction, threshold, criterion, data, layers, scope, normalize, round_to):
+    from compressnet_lite import surgery
+
     check_model(model)
     if (fraction is None) == (threshold is None):
         raise ValueError(f"give exactly one of fraction or threshold, got fraction={fraction}, "
@@ -933,8 +941,7 @@ def prune_neurons(model: keras.Model, fraction: float | None = None, threshold: 
                 raise ValueError(f"the outputs of layer {group.root!r} cannot be pruned: {group.reason}")
             if group not in chosen:
                 chosen.append(group)
-    with surgery.reading():
-        scores = {g: _group_scores(model, g, fn, data) for g in chosen}
+    scores = {g: _group_scores(model, g, fn, data) for g in chosen}
     if scope == "global":
         scores = {g: normalize_scores(s, normalize) for g, s in scores.items()}
     keep_mask = {}

@@ -39,15 +39,14 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
+import functools
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import keras
 import numpy as np
 
-from compressnet_lite._checks import check_array, check_model, check_positive_int
+from compressnet_lite._checks import check_array, check_model, check_positive_int, read_value, reading
 
 __all__ = [
     # array math
@@ -131,32 +130,18 @@ def _check_keep(keep: Any, units: int) -> np.ndarray:
 # Keras glue: rebuilding a graph
 # =======================================================================================
 
-_READS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("cnl_surgery_reads", default=None)
-
-
 def _np(v: Any) -> np.ndarray:
-    """A variable's value as NumPy; read once per :func:`reading` block (treat as read-only)."""
-    cache = _READS.get()
-    if cache is None:
-        return np.asarray(keras.ops.convert_to_numpy(v))
-    key = id(v)
-    if key not in cache:
-        cache[key] = (v, np.asarray(keras.ops.convert_to_numpy(v)))
-    return cache[key][1]
+    """A variable's value as NumPy (read once per :func:`reading` block; read-only)."""
+    return read_value(v)
 
 
-@contextlib.contextmanager
-def reading():
-    """Read every variable at most once inside the block (one transform reads many slices of
-    the same weights). Nothing may change the weights while the block runs."""
-    if _READS.get() is not None:
-        yield
-        return
-    token = _READS.set({})
-    try:
-        yield
-    finally:
-        _READS.reset(token)
+def _reads_once(fn: Callable) -> Callable:
+    """Run a public function inside one :func:`reading` block (each weight read once)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with reading():
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 def _is_graph_model(obj: Any) -> bool:
@@ -191,6 +176,7 @@ def _nodes(model: keras.Model) -> list:
             for node in graph._nodes_by_depth[depth]]
 
 
+@_reads_once
 def graph_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """Every layer of ``model`` and of its nested sub-models, in graph order (no InputLayer).
 
@@ -407,6 +393,11 @@ def rewrite(model: keras.Model, make: Make | None = None, *,
         ...     weights={"fc1": {"kernel": np.zeros((64, 80)), "bias": np.zeros(80)},
         ...              "fc2": {"kernel": np.zeros((80, 32))}})   # doctest: +SKIP
     """
+    with reading():
+        return _rewrite(model, make, weights)
+
+
+def _rewrite(model, make, weights) -> keras.Model:
     check_model(model)
     _check_graph_model(model, "rewrite")
     if make is not None and not callable(make):
@@ -425,6 +416,7 @@ def rewrite(model: keras.Model, make: Make | None = None, *,
     return new
 
 
+@_reads_once
 def replace_layer(model: keras.Model, layer: Any, new_layers: Sequence[keras.layers.Layer],
                   weights: Sequence[Any]) -> keras.Model:
     """Replace one single-input layer by a chain of new layers with the given weights.
@@ -1298,6 +1290,7 @@ def _analyse(model: keras.Model, prune_inputs: bool = False, prune_outputs: bool
     return an
 
 
+@_reads_once
 def dependency_groups(model: keras.Model, *, prune_inputs: bool = False,
                       prune_outputs: bool = False) -> DependencyGroups:
     """The coupled channel groups of a Sequential or functional model (nested models included).
@@ -1406,6 +1399,7 @@ def dependency_groups(model: keras.Model, *, prune_inputs: bool = False,
     return DependencyGroups(groups)
 
 
+@_reads_once
 def group_of(model: keras.Model, layer: Any,
              groups: Sequence[DependencyGroup] | None = None) -> DependencyGroup:
     """The dependency group of ``layer``'s *output* channels (the group it produces); for
@@ -1521,11 +1515,11 @@ def keep_channels(model: keras.Model, keep: Mapping[Any, Any], *, fold: Mapping[
             says why), bad ``keep``/``fold``/``incoming`` shapes, a fold for a group whose
             merge is not exact (``merge_reason``).
     """
-    check_model(model)
-    _check_graph_model(model)
-    if not isinstance(keep, Mapping):
-        raise TypeError(f"keep must be a dict {{group: unit indices}}, got {type(keep).__name__}")
     with reading():
+        check_model(model)
+        _check_graph_model(model)
+        if not isinstance(keep, Mapping):
+            raise TypeError(f"keep must be a dict {{group: unit indices}}, got {type(keep).__name__}")
         return _keep_channels(model, keep, fold, incoming)
 
 
@@ -1670,6 +1664,7 @@ DependencyGroup.outgoing = _outgoing
 DependencyGroup.outgoing.__doc__ = "``(units, f)``: every consumer's input rows of each unit, concatenated."
 
 
+@_reads_once
 def keep_units(model: keras.Model, layer: Any, keep: Any, fold: Any = None) -> keras.Model:
     """Keep output units ``keep`` of ``layer`` (and of everything coupled to them).
 
@@ -1718,6 +1713,7 @@ def _noscale_reason(group: DependencyGroup) -> str:
     return "a layer on the way is not positively homogeneous"
 
 
+@_reads_once
 def plot_group(model: keras.Model, group: Any, ax: Any = None, *, whole: bool = False,
                max_layers: int = 60) -> Any:
     """Draw the layers of one dependency group (and their neighbours) as a graph.

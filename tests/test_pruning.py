@@ -484,23 +484,18 @@ def _residual_bn_model():
     return keras.Model(inputs, keras.layers.Dense(4, name="out")(x))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "each variable is read 6 times by prune_neurons (4 on a residual graph by keep_channels, 2 by "
-    "rewrite): _checks.check_model converts every weight to NumPy for its NaN check and runs in "
-    "prune_neurons, graph_layers, dependency_groups and keep_channels, and the scores and the cut "
-    "are two separate surgery.reading() blocks: about a fifth of prune_neurons' time on "
-    "ResNet-50 (benchmarks/structured_vs_torch_pruning.py)"))
 @pytest.mark.parametrize("transform", [
-    pytest.param(lambda m: pruning.prune_neurons(m, 0.5, criterion=pruning.GroupImportance("l2")),
+    pytest.param(lambda m, g: pruning.prune_neurons(m, 0.5, criterion=pruning.GroupImportance("l2")),
                  id="prune_neurons"),
-    pytest.param(lambda m: surgery.keep_channels(m, {surgery.group_of(m, "c1"): np.arange(4)}),
-                 id="keep_channels"),
-    pytest.param(lambda m: surgery.rewrite(m), id="rewrite"),
+    pytest.param(lambda m, g: surgery.keep_channels(m, {g: np.arange(4)}), id="keep_channels"),
+    pytest.param(lambda m, g: surgery.rewrite(m), id="rewrite"),
+    pytest.param(lambda m, g: surgery.group_of(m, "c1"), id="group_of"),
 ])
 def test_structured_transforms_read_each_variable_once(transform, monkeypatch):
     """One transform reads every weight of the caller's model once (the reading() cache):
     a large model's weights are copied out of the backend once, not once per helper."""
     model = _residual_bn_model()
+    group = surgery.group_of(model, "c1")
     reads = {}
     variable_type = type(model.weights[0])
     real = variable_type.__array__
@@ -511,7 +506,7 @@ def test_structured_transforms_read_each_variable_once(transform, monkeypatch):
         return value
 
     monkeypatch.setattr(variable_type, "__array__", counting)
-    transform(model)
+    transform(model, group)
     counts = {v.path: reads.get(id(v), 0) for v in model.weights}
     assert max(counts.values()) == 1, counts
 
