@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh clone (only Python >= 3.10 needed):
 #   make book   build the executed book into _build/html
 #   make test   library tests + nbval over every chapter
+#   make test-backends   the library tests on JAX and PyTorch (own venv, .venv-backends)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -9,7 +10,15 @@ export IPYTHONDIR := $(CURDIR)/.ipython
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: book test venv render check-sync notebooks nb clean
+.PHONY: book test venv render check-sync notebooks nb clean test-backends venv-backends
+
+# The library on the other Keras 3 backends: the same stack plus jax (CPU) and torch (the
+# CPU build), in a venv of their own so that the book's .venv stays TensorFlow-only.
+BVENV   := .venv-backends
+BBIN    := $(BVENV)/bin
+BSTAMP  := $(BVENV)/.installed
+BACKEND_PYTEST := $(BBIN)/python -m pytest -p no:cacheprovider -o addopts="" -q -n 2 --dist loadfile \
+                  tests --ignore=tests/test_book_html.py
 
 venv: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
@@ -18,6 +27,19 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+venv-backends: $(BSTAMP)
+$(BSTAMP): requirements.txt requirements-backends.txt pyproject.toml
+	test -x $(BBIN)/python || $(PYTHON) -m venv $(BVENV)
+	$(BBIN)/python -m pip install --quiet --upgrade pip
+	$(BBIN)/python -m pip install --quiet -r requirements-backends.txt
+	$(BBIN)/python -m pip install --quiet --no-deps -e .
+	touch $(BSTAMP)
+
+## The library's tests (not the notebooks) on JAX, then on PyTorch.
+test-backends: venv-backends
+	KERAS_BACKEND=jax $(BACKEND_PYTEST)
+	KERAS_BACKEND=torch $(BACKEND_PYTEST)
 
 ## Build the book, executing every chapter (cache mode: unchanged chapters are not re-run).
 book: venv

@@ -23,6 +23,7 @@ instead of ``KL * T**2 = 0.3842``.
 from __future__ import annotations
 
 import numbers
+import sys
 from typing import Any
 
 import keras
@@ -359,11 +360,10 @@ def teacher_targets(teacher: keras.Model, x: Any, temperature: float = 4.0, *,
 
 
 def _is_dataset(x: Any) -> bool:
-    try:
-        import tensorflow as tf
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(x, tf.data.Dataset)
+    # Only a program that imported TensorFlow can hold a tf.data.Dataset: do not import it
+    # here (seconds of start-up on the JAX and PyTorch backends).
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(x, tf.data.Dataset)
 
 
 def _hard_label_loss(y_true, logits):

@@ -196,9 +196,11 @@ class Latency(NamedTuple):
 def latency(model: Any, x: Any, *, runs: int = 30, warmup: int = 3) -> Latency:
     """Median and quartiles of the wall time of one compiled forward pass on batch ``x``.
 
-    The model's call is wrapped once in a ``tf.function`` (graph mode, as ``predict`` runs)
-    and timed ``runs`` times after ``warmup`` untimed calls. A plain Python callable
-    (e.g. a TFLite interpreter's predict function) is timed as is.
+    The model's call is compiled once for the running Keras backend (a ``tf.function`` on
+    TensorFlow, ``jax.jit`` on JAX; PyTorch runs eagerly under ``torch.no_grad``, as its
+    ``predict`` does) and timed ``runs`` times after ``warmup`` untimed calls, each until its
+    result is in NumPy. A plain Python callable (e.g. a TFLite interpreter's predict
+    function) is timed as is.
 
     Args:
         model: a Keras model, or any callable taking ``x``.
@@ -209,16 +211,18 @@ def latency(model: Any, x: Any, *, runs: int = 30, warmup: int = 3) -> Latency:
     Returns:
         A :class:`Latency` (seconds); ``str()`` of it prints milliseconds.
     """
-    import tensorflow as tf
+    from compressnet_lite import _backend
 
     check_positive_int(runs, "runs", minimum=3)
     check_positive_int(warmup, "warmup", minimum=0)
     if isinstance(model, keras.Model):
         check_model(model)
         x = check_array(x, "x")
-        fn = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
-        x = tf.convert_to_tensor(x)
-        call = lambda: fn(x).numpy()  # noqa: E731  (.numpy() waits for the result)
+        fn = _backend.forward_function(model)
+        if np.issubdtype(x.dtype, np.floating):
+            x = x.astype(np.float32)
+        x = keras.ops.convert_to_tensor(x)  # once, outside the timed calls
+        call = lambda: fn(x)  # noqa: E731  (returns NumPy: waits for the result)
     elif callable(model):
         call = lambda: model(x)  # noqa: E731
     else:

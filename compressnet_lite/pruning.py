@@ -31,6 +31,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import keras
 import numpy as np
 
+from compressnet_lite import _backend
 from compressnet_lite._checks import (
     check_array, check_choice, check_fraction, check_model, check_positive_int, check_real,
 )
@@ -275,6 +276,9 @@ class PolynomialDecay(_Schedule):
         super().__init__(begin, end, frequency)
         self.initial = check_fraction(initial, "initial")
         self.final = check_fraction(final, "final")
+        if self.initial > self.final:
+            raise ValueError(f"initial sparsity must not exceed final, got initial={self.initial}, "
+                             f"final={self.final}")
         if self.end <= self.begin:
             raise ValueError(f"end must be after begin, got begin={begin}, end={end}")
         if not power > 0:
@@ -297,18 +301,26 @@ class MaskConstraint(keras.constraints.Constraint):
     The optimizer applies a variable's constraint after every update, inside the compiled
     train step, so pruned weights stay exactly zero with any optimizer. The mask is state,
     so it is not part of the config: the layer owns it as its ``cnl_mask`` weight.
+
+    On JAX the compiled step applies constraints in a scope that holds only the trainable
+    and optimizer variables, so the mask is read as the value the layer's forward pass saw
+    in the same step (recorded by the layer's ``call``): still in-graph, still current.
     """
 
     def __init__(self, mask: Any = None, inner: Any = None) -> None:
         self.mask = mask
         self.inner = inner
+        self.step_mask = None  # JAX: the mask's value in the step being traced
 
     def __call__(self, w):
         if self.inner is not None:
             w = self.inner(w)
         if self.mask is None:
             return w
-        return w * (self.mask if self.mask.dtype == w.dtype else keras.ops.cast(self.mask, w.dtype))
+        mask = self.mask
+        if self.step_mask is not None and _backend.outside_scope(mask):
+            mask = self.step_mask
+        return w * (mask if mask.dtype == w.dtype else keras.ops.cast(mask, w.dtype))
 
     def get_config(self) -> dict:
         return {}
@@ -322,6 +334,14 @@ class _Prunable:
         self.cnl_mask = self.add_weight(name="cnl_mask", shape=tuple(self.kernel.shape),
                                         initializer="ones", trainable=False)
         self._kernel.constraint = MaskConstraint(self.cnl_mask, self.kernel_constraint)
+
+    def call(self, inputs, *args, **kwargs):
+        constraint = self._kernel.constraint
+        if isinstance(constraint, MaskConstraint) and keras.backend.backend() == "jax":
+            value = _backend.scope_value(self.cnl_mask)
+            if value is not None:  # inside a compiled step: the constraint will need it
+                constraint.step_mask = value
+        return super().call(inputs, *args, **kwargs)
 
     def _own_variables(self) -> list:
         return [self._kernel] + ([self.bias] if self.use_bias else []) + [self.cnl_mask]
@@ -445,22 +465,13 @@ def _loss(model: keras.Model) -> keras.losses.Loss:
 
 
 def _kernel_gradients(model: keras.Model, layers: list, data: Any, batch_size: int = 512) -> list[np.ndarray]:
-    """Gradient of the mean cross-entropy over ``data`` with respect to each layer's kernel."""
-    import tensorflow as tf
-
+    """Gradient of the mean cross-entropy over ``data`` with respect to each layer's kernel
+    (on any backend: :func:`compressnet_lite._backend.loss_gradients`)."""
     x, y = _batch(data)
     if y is None:
         raise ValueError("data needs labels for a gradient criterion: pass (x, y)")
-    loss_fn = _loss(model)
-    kernels = [l.kernel for l in layers]
-    total = [np.zeros(tuple(k.shape), np.float64) for k in kernels]
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        with tf.GradientTape() as tape:
-            loss = loss_fn(yb, model(xb, training=False))
-        for acc, g in zip(total, tape.gradient(loss, kernels)):
-            acc += _np(g) * len(xb)
-    return [t / len(x) for t in total]
+    return _backend.loss_gradients(model, [l.kernel for l in layers], x, y, loss=_loss(model),
+                                   batch_size=batch_size)
 
 
 def magnitude(model: keras.Model, layers: list, data: Any = None) -> list[np.ndarray]:
@@ -599,16 +610,8 @@ register_transform(_Prunable, strip)  # how storage.plain_model drops the masks
 
 def _masks_assigner(layers: list) -> Callable:
     """One compiled function that sets every layer's mask and zeroes its pruned weights
-    (a single graph call instead of several eager operations per layer)."""
-    import tensorflow as tf
-
-    @tf.function
-    def assign(new_masks):
-        for layer, mask in zip(layers, new_masks):
-            layer.cnl_mask.assign(mask)
-            layer._kernel.assign(layer._kernel * mask)
-
-    return lambda new_masks: assign([np.asarray(m, np.float32) for m in new_masks])
+    (a single call instead of several eager operations per layer, on any backend)."""
+    return _backend.assign_products([(layer.cnl_mask, layer._kernel) for layer in layers])
 
 
 class PruningCallback(keras.callbacks.Callback):
@@ -618,8 +621,11 @@ class PruningCallback(keras.callbacks.Callback):
     every step where ``schedule(step)`` says so, the chosen layers' masks are recomputed
     at the scheduled sparsity (weights pruned earlier stay pruned) and the newly pruned
     weights are zeroed; in between, the masks' kernel constraints keep them zero inside
-    the compiled train step. The step count starts at ``optimizer.iterations``, so a
-    reloaded, compiled model resumes its schedule.
+    the compiled train step. The step is the optimizer's (``optimizer.iterations``), so a
+    reloaded, compiled model resumes its schedule, and with ``steps_per_execution = k``
+    (k optimizer steps per callback call) the schedule keeps its length in steps: the masks
+    are updated before the first group of k steps that contains a scheduled step, at the
+    latest scheduled sparsity of the group. Works on every Keras backend.
 
     Args:
         schedule: a :class:`PolynomialDecay`, :class:`ConstantSparsity` or any callable
@@ -648,26 +654,45 @@ class PruningCallback(keras.callbacks.Callback):
         self.sparsity = 0.0
 
     def on_train_begin(self, logs=None):
-        self._layers = [l for l in self.model.layers if isinstance(l, _Prunable)]
+        model = self.model
+        self._layers = [l for l in model.layers if isinstance(l, _Prunable)]
         if not self._layers:
-            raise ValueError(f"model {self.model.name!r} has no masked layers: call "
+            raise ValueError(f"model {model.name!r} has no masked layers: call "
                              "compressnet_lite.pruning.prune(model, 0.0) before fit")
-        optimizer = getattr(self.model, "optimizer", None)
-        self.step = int(_np(optimizer.iterations)) if optimizer is not None and optimizer.built else 0
+        self.step = self._epoch_start = self._iterations(model)
+        # steps_per_execution > 1 runs several optimizer steps per batch callback
+        self._per_call = max(1, int(getattr(model, "steps_per_execution", 1) or 1))
         self._masks = {l.name: _np(l.cnl_mask) for l in self._layers}
         key = tuple(id(l) for l in self._layers)
         if getattr(self, "_assign_key", None) != key:  # trace once, not on every fit call
             self._assign, self._assign_key = _masks_assigner(self._layers), key
 
+    @staticmethod
+    def _iterations(model: keras.Model) -> int:
+        optimizer = getattr(model, "optimizer", None)
+        return int(_np(optimizer.iterations)) if optimizer is not None and optimizer.built else 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # The optimizer's step count, read where every backend has it in the model (JAX
+        # keeps the training state outside the variables inside an epoch); Keras numbers
+        # the batches of an epoch by optimizer step, also with steps_per_execution > 1.
+        self.step = self._epoch_start = self._iterations(self.model)
+
     def on_train_batch_begin(self, batch, logs=None):
-        update, target = self.schedule(self.step)
-        if update:
-            new = _compute_masks(self.model, self._layers, float(target), self.scope,
+        first = self._epoch_start + int(batch)
+        due = [target for update, target in map(self.schedule, range(first, first + self._per_call))
+               if update]
+        if due:  # one mask update before these steps, at the latest scheduled sparsity
+            target = float(due[-1])
+            new = _compute_masks(self.model, self._layers, target, self.scope,
                                  self.criterion, self.data, self._masks)
             self._assign([new[l.name] for l in self._layers])
             self._masks = new
-            self.sparsity = float(target)
-        self.step += 1
+            self.sparsity = target
+        self.step = first
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step = self._epoch_start + int(batch) + 1  # optimizer steps done
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:

@@ -634,16 +634,18 @@ class _QATMixin:
             return x
         if training:
             lo, hi = ops.minimum(ops.min(x), 0.0), ops.maximum(ops.max(x), 0.0)
-            first = ops.equal(self.cnl_act_steps, 0.0)
+            first = ops.equal(self.cnl_act_steps.value, 0.0)
             d = self.ema_decay
             self.cnl_act_min.assign(ops.where(first, lo, d * self.cnl_act_min + (1 - d) * lo))
             self.cnl_act_max.assign(ops.where(first, hi, d * self.cnl_act_max + (1 - d) * hi))
             self.cnl_act_steps.assign(self.cnl_act_steps + 1.0)
-        known = ops.greater(self.cnl_act_steps, 0.0)
+        # .value: the tensors (JAX's jnp.where refuses a Keras Variable itself)
+        act_min, act_max = self.cnl_act_min.value, self.cnl_act_max.value
+        known = ops.greater(self.cnl_act_steps.value, 0.0)
         # Placeholders keep the unused branch finite; a range of width 0 (a dead unit's
         # outputs) is widened so the step S = (hi - lo) / (2^b - 1) is never 0.
-        lo = ops.where(known, self.cnl_act_min, -1.0)
-        hi = ops.where(known, ops.maximum(self.cnl_act_max, self.cnl_act_min + _MIN_SPAN), 1.0)
+        lo = ops.where(known, act_min, -1.0)
+        hi = ops.where(known, ops.maximum(act_max, act_min + _MIN_SPAN), 1.0)
         fq = keras.quantizers.fake_quant_with_min_max_vars(x, lo, hi, num_bits=self.activation_bits)
         return ops.where(known, fq, x)
 

@@ -291,7 +291,8 @@ def _rebuild(model: keras.Model, make: Make | None, cache: dict, like: list | No
             new_layers.extend(replacement(layer))
         inputs = _input_like(model.inputs[0], like[0] if like else None)
         new_model = keras.Sequential([inputs] + new_layers, name=model.name)
-        new_model.trainable = model.trainable
+        if not model.trainable:  # setting True would unfreeze frozen variables (JAX, torch)
+            new_model.trainable = False
         return new_model
     tensors: dict[int, Any] = {}
     new_inputs = []
@@ -318,7 +319,8 @@ def _rebuild(model: keras.Model, make: Make | None, cache: dict, like: list | No
     outputs = keras.tree.pack_sequence_as(model._outputs_struct, [tensors[id(t)] for t in model.outputs])
     inputs = keras.tree.pack_sequence_as(model._inputs_struct, new_inputs)
     new_model = keras.Model(inputs, outputs, name=model.name)
-    new_model.trainable = model.trainable
+    if not model.trainable:  # setting True would unfreeze frozen variables (JAX, torch)
+        new_model.trainable = False
     return new_model
 
 

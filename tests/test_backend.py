@@ -164,3 +164,288 @@ def test_scope_value_reads_the_stateless_scope():
     with keras.StatelessScope(state_mapping=[(v, np.ones(2, np.float32))]):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(_backend.scope_value(v)), [1, 1])
         assert not _backend.outside_scope(v) and _backend.outside_scope(w)
+
+
+# ---------------------------------------------------------------------------------------
+# The caller's model survives every transform and the training of its result, on every
+# backend (JAX donates the buffers of the variables it trains; PyTorch updates in place)
+# ---------------------------------------------------------------------------------------
+
+def _small(digits, n=256):
+    return digits.x_train[:n], digits.y_train[:n]
+
+
+def _user_model(trained_mlp, digits):
+    """A user's model: trained, compiled, fitted on this backend (its arrays come from fit)."""
+    from compressnet_lite import models
+
+    models.compile_model(trained_mlp)
+    trained_mlp.fit(*_small(digits), epochs=1, batch_size=32, verbose=0)
+    return trained_mlp
+
+
+def _fit(model, digits, callbacks=()):
+    from compressnet_lite import models
+
+    models.compile_model(model)
+    model.fit(*_small(digits), epochs=1, batch_size=32, verbose=0, callbacks=list(callbacks))
+    return model
+
+
+def _prune(m, d):
+    from compressnet_lite import pruning
+
+    return pruning.prune(m, 0.5)
+
+
+def _gradual(m, d):
+    from compressnet_lite import pruning
+
+    new = pruning.prune(m, 0.0)
+    schedule = pruning.PolynomialDecay(0.0, 0.8, begin=0, end=6, frequency=2)
+    return _fit(new, d, [pruning.PruningCallback(schedule)])
+
+
+def _compress(m, d):
+    from compressnet_lite import data, pipeline
+
+    small = data.Dataset(*_small(d), d.x_test[:64], d.y_test[:64])
+    return pipeline.compress(m, small, [("prune", 0.5), ("quantize", 8)], fine_tune_epochs=1)[0]
+
+
+def _round_trip(m, d, tmp_path):
+    from compressnet_lite import storage
+
+    storage.save_compressed(m, tmp_path / "m.cnl")
+    return storage.load_compressed(tmp_path / "m.cnl")
+
+
+def _transforms():
+    from compressnet_lite import clustering, lowrank, merging, models, pruning, quantization
+
+    return {
+        "prune": (None, _prune),
+        "prune-taylor": (None, lambda m, d: pruning.prune(m, 0.5, criterion="taylor", data=_small(d))),
+        "gradual-pruning": (None, _gradual),
+        "strip": (_prune, lambda m, d: pruning.strip(m)),
+        "prune-neurons": (None, lambda m, d: pruning.prune_neurons(m, 0.5)),
+        "merge": (None, lambda m, d: merging.merge_neurons(m, "fc1", ratio=0.25)),
+        "factorize": (None, lambda m, d: lowrank.factorize(m, "fc1", rank=8)),
+        "quantize": (None, lambda m, d: quantization.quantize_model(m, bits=8)),
+        "qat": (None, lambda m, d: quantization.quantize_aware(m, bits=8, activation_bits=8,
+                                                               calibration_data=d.x_train[:64])),
+        "cluster": (None, lambda m, d: clustering.cluster_weights(m, n_clusters=8)),
+        "strip-clustering": (lambda m, d: clustering.cluster_weights(m, n_clusters=8),
+                             lambda m, d: clustering.strip_clustering(m)),
+        "clone": (None, lambda m, d: models.clone(m)),
+        "pipeline": (None, _compress),
+        "storage-round-trip": (None, _round_trip),
+    }
+
+
+@pytest.mark.parametrize("case", list(_transforms()))
+def test_transform_and_fit_leave_the_callers_model_bit_identical(case, trained_mlp, digits, tmp_path):
+    prepare, transform = _transforms()[case]
+    caller = _user_model(trained_mlp, digits)
+    if prepare is not None:
+        caller = prepare(caller, digits)
+    x = digits.x_test[:50]
+    weights = [np.array(w, copy=True) for w in caller.get_weights()]
+    outputs = np.array(caller.predict(x, verbose=0), copy=True)
+    args = (caller, digits, tmp_path) if case == "storage-round-trip" else (caller, digits)
+    new = transform(*args)
+    assert new is not caller
+    _fit(new, digits)  # training the result must not reach the caller's arrays
+    new.predict(x, verbose=0)
+    for before, after in zip(weights, caller.get_weights()):
+        np.testing.assert_array_equal(after, before)
+    np.testing.assert_array_equal(caller.predict(x, verbose=0), outputs)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(caller(x, training=False)), outputs)
+
+
+def test_distiller_leaves_the_teacher_bit_identical_and_trains_the_student(trained_mlp, digits):
+    from compressnet_lite import distillation, models
+
+    teacher = _user_model(trained_mlp, digits)
+    x = digits.x_test[:50]
+    weights = [np.array(w, copy=True) for w in teacher.get_weights()]
+    outputs = np.array(teacher.predict(x, verbose=0), copy=True)
+    keras.utils.set_random_seed(1)
+    student = models.mlp(64, (16,), name="student")
+    start = [np.array(w, copy=True) for w in student.get_weights()]
+    distiller = distillation.Distiller(student, teacher, temperature=4.0, alpha=0.1)
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-3))
+    distiller.fit(*_small(digits), epochs=1, batch_size=32, verbose=0)
+    for before, after in zip(weights, teacher.get_weights()):
+        np.testing.assert_array_equal(after, before)
+    np.testing.assert_array_equal(teacher.predict(x, verbose=0), outputs)
+    assert all(layer.trainable for layer in teacher.layers)
+    assert any(not np.array_equal(a, b) for a, b in zip(start, student.get_weights()))
+    student.predict(x, verbose=0)  # the student, trained in place, is usable
+
+
+# ---------------------------------------------------------------------------------------
+# Determinism under keras.utils.set_random_seed, on every backend
+# ---------------------------------------------------------------------------------------
+
+def _seeded_runs():
+    from compressnet_lite import clustering, distillation, models, pruning, quantization
+
+    def base():
+        return models.seed_mlp()
+
+    def train(m, d, callbacks=()):
+        return models.train(m, d, epochs=1, seed=None, callbacks=callbacks)
+
+    def gradual(d):
+        schedule = pruning.PolynomialDecay(0.0, 0.8, begin=0, end=20, frequency=5)
+        return train(pruning.prune(base(), 0.0), d, [pruning.PruningCallback(schedule)])
+
+    def distill(d):
+        student = models.mlp(64, (16,), name="student")
+        distiller = distillation.Distiller(student, base(), temperature=4.0)
+        distiller.compile(optimizer="adam")
+        distiller.fit(d.x_train, d.y_train, epochs=1, batch_size=32, verbose=0)
+        return student
+
+    return {
+        "train": lambda d: train(base(), d),
+        "gradual-pruning": gradual,
+        "qat": lambda d: train(quantization.quantize_aware(base(), bits=4), d),
+        "cluster-fine-tune": lambda d: train(clustering.cluster_weights(base(), 8), d),
+        "distiller": distill,
+    }
+
+
+@pytest.mark.parametrize("case", list(_seeded_runs()))
+def test_same_seed_same_numbers(case, digits):
+    from compressnet_lite import data
+
+    small = data.Dataset(*_small(digits, 320), digits.x_test[:10], digits.y_test[:10])
+    runs = []
+    for _ in range(2):
+        keras.utils.set_random_seed(7)
+        runs.append([np.array(w, copy=True) for w in _seeded_runs()[case](small).get_weights()])
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+    keras.utils.set_random_seed(8)  # and the seed matters: another seed, other numbers
+    other = _seeded_runs()[case](small).get_weights()
+    assert any(not np.array_equal(a, b) for a, b in zip(runs[0], other))
+
+
+# ---------------------------------------------------------------------------------------
+# Scale-out on JAX: keras.distribution.DataParallel over two host CPU devices
+# ---------------------------------------------------------------------------------------
+
+_DATA_PARALLEL = """
+import jax, keras, numpy as np
+assert len(jax.devices()) == 2, jax.devices()
+import compressnet_lite as cnl
+from compressnet_lite import clustering, distillation, models, pruning, quantization
+
+d = cnl.data.load_digits()
+x, y = d.x_train[:512], d.y_train[:512]   # 16 batches of 32: each device gets 16 examples
+
+
+def fit(m, callbacks=()):
+    models.compile_model(m)
+    m.fit(x, y, epochs=2, batch_size=32, shuffle=False, verbose=0, callbacks=list(callbacks))
+    return m
+
+
+def workloads():
+    out = {}
+    keras.utils.set_random_seed(0)
+    base = fit(models.seed_mlp())
+    schedule = pruning.PolynomialDecay(0.0, 0.7, begin=0, end=24, frequency=8)
+    g = fit(pruning.prune(base, 0.0), [pruning.PruningCallback(schedule)])
+    out["gradual"] = g.get_weights()
+    out["qat"] = fit(quantization.quantize_aware(base, bits=8)).get_weights()
+    out["cluster"] = fit(clustering.cluster_weights(base, 8)).get_weights()
+    student = models.mlp(64, (16,), name="student")
+    dist = distillation.Distiller(student, base, temperature=4.0)
+    dist.compile(optimizer="adam")
+    dist.fit(x, y, epochs=2, batch_size=32, shuffle=False, verbose=0)
+    out["distiller"] = student.get_weights()
+    return out
+
+
+one = workloads()
+keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
+two = workloads()
+for name in one:
+    worst = max(float(np.max(np.abs(a - b))) for a, b in zip(one[name], two[name]))
+    print(name, "largest difference", worst)
+    for a, b in zip(one[name], two[name]):
+        if a.dtype.kind == "f":
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5, err_msg=name)
+        else:
+            np.testing.assert_array_equal(b, a, err_msg=name)
+print("OK")
+"""
+
+
+@pytest.mark.backend("jax", reason="keras.distribution (DataParallel) runs on the JAX backend")
+def test_data_parallel_on_two_devices_matches_one_device(run_python):
+    out = run_python(_DATA_PARALLEL, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+                     timeout=600)
+    assert all(name in out for name in ("gradual", "qat", "cluster", "distiller"))
+
+
+# ---------------------------------------------------------------------------------------
+# .keras files move between backends
+# ---------------------------------------------------------------------------------------
+
+_WRITE = """
+import sys, keras, numpy as np
+import compressnet_lite as cnl
+from compressnet_lite import clustering, models, pruning, quantization
+out, backend = sys.argv[1], keras.backend.backend()
+d = cnl.data.load_digits()
+keras.utils.set_random_seed(0)
+base = models.train(models.seed_mlp(), cnl.data.Dataset(d.x_train[:256], d.y_train[:256],
+                    d.x_test[:8], d.y_test[:8]), epochs=1)
+qat = quantization.quantize_aware(base, bits=4, activation_bits=8, calibration_data=d.x_train[:64])
+models.compile_model(qat)
+qat.fit(d.x_train[:64], d.y_train[:64], epochs=1, batch_size=32, verbose=0)  # moves the ranges
+made = {"masks": pruning.prune(base, 0.6), "qat": qat,
+        "clustered": clustering.cluster_weights(base, 8), "quantized": quantization.quantize_model(base, 4)}
+for kind, m in made.items():
+    models.clone(m).save(f"{out}/{backend}-{kind}.keras")
+    np.save(f"{out}/{backend}-{kind}.npy", m.predict(d.x_test, verbose=0))
+print("OK")
+"""
+
+_READ = """
+import glob, os, sys, keras, numpy as np
+import compressnet_lite as cnl
+from compressnet_lite import clustering, pruning, quantization  # noqa: F401  (registers the layers)
+backend = keras.backend.backend()
+d = cnl.data.load_digits()
+files = [f for f in sorted(glob.glob(sys.argv[1] + "/*.keras")) if not os.path.basename(f).startswith(backend)]
+assert len(files) == 8, files
+for f in files:
+    m = keras.models.load_model(f)  # safe_mode=True
+    got, want = m.predict(d.x_test, verbose=0), np.load(f[:-6] + ".npy")
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5, err_msg=f)
+    if f.endswith("masks.keras"):
+        assert 0.55 < 1 - np.mean(np.concatenate([v.ravel() for v in pruning.masks(m).values()])) < 0.65
+    print(os.path.basename(f), "->", backend, "max |diff|", float(np.abs(got - want).max()))
+print("OK")
+"""
+
+
+def _installed(*names):
+    import importlib.util
+
+    return all(importlib.util.find_spec(n) is not None for n in names)
+
+
+@pytest.mark.backend("jax", reason="one run covers every pair of backends (the JAX suite runs it)")
+@pytest.mark.skipif(not _installed("jax", "torch"), reason="needs jax and torch (make test-backends)")
+def test_keras_files_load_under_every_other_backend(run_python, tmp_path):
+    for backend in ("tensorflow", "jax", "torch"):
+        run_python(_WRITE.replace("sys.argv[1]", repr(str(tmp_path))), backend=backend)
+    for backend in ("tensorflow", "jax", "torch"):
+        out = run_python(_READ.replace("sys.argv[1]", repr(str(tmp_path))), backend=backend)
+        assert out.count("->") == 8  # the 8 files the two other backends wrote
