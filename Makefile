@@ -36,10 +36,11 @@ $(BSTAMP): requirements.txt requirements-backends.txt pyproject.toml
 	$(BBIN)/python -m pip install --quiet --no-deps -e .
 	touch $(BSTAMP)
 
-## The library's tests (not the notebooks) on JAX, then on PyTorch.
+## The library's tests (not the notebooks) on JAX, then on PyTorch. One OpenMP thread per
+## pytest worker: two workers with PyTorch's default threads each spin against each other.
 test-backends: venv-backends
 	KERAS_BACKEND=jax $(BACKEND_PYTEST)
-	KERAS_BACKEND=torch $(BACKEND_PYTEST)
+	KERAS_BACKEND=torch OMP_NUM_THREADS=1 $(BACKEND_PYTEST)
 
 ## Build the book, executing every chapter (cache mode: unchanged chapters are not re-run).
 book: venv

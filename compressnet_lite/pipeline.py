@@ -163,6 +163,8 @@ def _compile(model: keras.Model, lr: float, wd: float, steps: int) -> None:
 
 
 def _steps(data: Dataset, batch_size: int) -> int:
+    if keras.backend.backend() == "torch":  # Keras' PyTorch trainer runs one step per call
+        return 1
     return max(1, min(64, -(-len(data.y_train) // batch_size)))
 
 

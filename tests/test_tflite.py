@@ -16,6 +16,9 @@ from compressnet_lite import quantization as Q
 from compressnet_lite import tflite as T
 
 
+_NEEDS_TF = "TFLite conversion needs the TensorFlow backend (to_tflite refuses the others)"
+
+
 @pytest.fixture(scope="module")
 def mlp(_trained_mlp):
     """The session's trained seed_mlp (conftest); tests here only read it."""
@@ -30,6 +33,7 @@ def blobs(mlp, digits):
             "int8_io": T.to_tflite(mlp, digits.x_train, int8_io=True)}
 
 
+@pytest.mark.backend("tensorflow", reason=_NEEDS_TF)
 def test_int8_matches_float_accuracy(mlp, digits, blobs):
     assert len(blobs["int8"]) < len(blobs["float"]) / 2
     runner = T.TFLiteRunner(blobs["int8"])
@@ -42,6 +46,7 @@ def test_int8_matches_float_accuracy(mlp, digits, blobs):
     assert runner(digits.x_test[:7]).shape == (7, 10)  # batch size can change
 
 
+@pytest.mark.backend("tensorflow", reason=_NEEDS_TF)
 def test_int8_io_takes_and_returns_codes(digits, blobs):
     io = T.TFLiteRunner(blobs["int8_io"])
     inp, out = io.input_details, io.output_details
@@ -65,6 +70,7 @@ def test_quantize_io_rounds_halves_away_from_zero():
     np.testing.assert_array_equal(T._quantize_io(np.array([0.0, 1.0]), 0.5, -128, np.int8), [-128, -126])
 
 
+@pytest.mark.backend("tensorflow", reason=_NEEDS_TF)
 @pytest.mark.parametrize("kernels", T.KERNELS)
 def test_kernel_sets_run_the_same_model(digits, blobs, kernels):
     runner = T.TFLiteRunner(blobs["int8_io"], kernels=kernels)
@@ -99,6 +105,7 @@ def test_other_backend_gets_a_clear_error(mlp, monkeypatch):
         T.to_tflite(mlp, int8=False)
 
 
+@pytest.mark.backend("tensorflow", reason=_NEEDS_TF)
 @pytest.mark.parametrize("call, exc, match", [
     (lambda m: T.to_tflite(m), ValueError, "representative_data is required"),
     (lambda m: T.to_tflite(m, np.zeros((0, 64), np.float32)), ValueError, "must not be empty"),
@@ -123,6 +130,7 @@ def test_conversion_errors(mlp, call, exc, match):
         call(mlp)
 
 
+@pytest.mark.backend("tensorflow", reason=_NEEDS_TF)
 def test_runner_refuses_wrong_inputs(blobs):
     runner = T.TFLiteRunner(blobs["float"])
     for x in (np.zeros((2, 7), np.float32), np.zeros(64, np.float32), np.zeros((2, 8, 8), np.float32)):
@@ -210,6 +218,7 @@ def test_quiet_is_safe_across_threads(capfd):
     assert "visible" in err and "hidden" not in err
 
 
+@pytest.mark.backend("tensorflow", reason=_NEEDS_TF)
 def test_conversion_leaves_stderr_working(mlp, capfd):
     T.to_tflite(mlp, int8=False)
     sys.stderr.write("python stderr\n")
