@@ -14,7 +14,8 @@ Columns:
                 TFLite num_threads = 1)
 
 Target (issue 4): TFLite full-int8 >= 4x faster than the float32 TFLite model at batch 256,
-1 thread, on LeNet-300-100.
+1 thread, on LeNet-300-100. The NumPy integer-only reference (compressnet_lite.integer) runs
+the same int8 model; its output codes are compared with each TFLite kernel set.
 
 Run: .venv/bin/python benchmarks/quantization.py   (prints a Markdown table for RESULTS.md)
 """
@@ -39,7 +40,9 @@ tf.config.threading.set_inter_op_parallelism_threads(1)
 import keras  # noqa: E402
 
 import compressnet_lite as cnl  # noqa: E402
+from compressnet_lite import integer as I  # noqa: E402
 from compressnet_lite import quantization as Q  # noqa: E402
+from compressnet_lite import tflite as T  # noqa: E402
 from compressnet_lite.notebook import setup  # noqa: E402
 
 BATCH, RUNS, EPOCHS = 256, 50, 10
@@ -122,15 +125,30 @@ def main() -> None:
         add(f"Keras quantize('{mode}')", acc(k), keras_bytes(k), keras_latency(k, x_lat),
             "Keras int kernels (Dense only)")
 
-    f32 = Q.to_tflite(model, int8=False)
-    i8 = Q.to_tflite(model, representative_data=data.x_train[:256])
-    rf, ri = Q.TFLiteRunner(f32, num_threads=1), Q.TFLiteRunner(i8, num_threads=1)
+    f32 = T.to_tflite(model, int8=False)
+    i8 = T.to_tflite(model, representative_data=data.x_train[:256])
+    rf, ri = T.TFLiteRunner(f32, num_threads=1), T.TFLiteRunner(i8, num_threads=1)
     tfl_acc = lambda r: float(np.mean(r(data.x_test).argmax(1) == data.y_test))  # noqa: E731
     lat_f = cnl.metrics.latency(rf, x_lat, runs=RUNS).median * 1e3
     lat_i = cnl.metrics.latency(ri, x_lat, runs=RUNS).median * 1e3
     add("TFLite float32", tfl_acc(rf), len(f32), lat_f, f"interpreter: {rf.backend}")
     add("TFLite full int8", tfl_acc(ri), len(i8), lat_i, f"interpreter: {ri.backend}")
     speedup = lat_f / lat_i
+
+    # Jacob et al.'s integer arithmetic in NumPy, on the same int8 model (int8 in/out).
+    logits = cnl.models.lenet_300_100((784,), logits=True)
+    logits.set_weights(model.get_weights())
+    io = T.to_tflite(logits, representative_data=data.x_train[:256], int8_io=True)
+    ref = I.IntegerModel.from_tflite(io)
+    codes = I.quantize_input(data.x_test, *ref.input_details["quantization"])
+    ours = ref(codes).astype(int)
+    agree = {k: int(np.abs(ours - T.TFLiteRunner(io, kernels=k).raw(codes).astype(int)).max())
+             for k in T.KERNELS}
+    int_acc = float(np.mean(ours.argmax(1) == data.y_test))
+    lat_ref = cnl.metrics.latency(lambda x: ref(I.quantize_input(x, *ref.input_details["quantization"])),
+                                  x_lat, runs=5).median * 1e3
+    add("NumPy integer-only reference", int_acc, len(io), lat_ref,
+        "max |code difference| vs TFLite " + ", ".join(f"{k} {v}" for k, v in agree.items()))
 
     lines = [
         f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on "
@@ -148,8 +166,10 @@ def main() -> None:
     lines += [
         "",
         f"TFLite int8 vs float32 TFLite: {speedup:.2f}x faster (target >= 4x: "
-        f"{'met' if speedup >= 4 else 'missed'}); accuracy {rows[-1][1]:.4f} vs {rows[-2][1]:.4f} "
-        f"({'within' if rows[-1][1] >= rows[-2][1] - 0.01 else 'NOT within'} 1 pp).",
+        f"{'met' if speedup >= 4 else 'missed'}); accuracy {rows[-2][1]:.4f} vs {rows[-3][1]:.4f} "
+        f"({'within' if rows[-2][1] >= rows[-3][1] - 0.01 else 'NOT within'} 1 pp).",
+        f"NumPy integer reference vs TFLite int8 (int8 output codes, test set): max difference "
+        f"{agree} (target: <= 1; 0 against the reference kernels).",
     ]
     text = "\n".join(lines)
     print("\n" + text)
