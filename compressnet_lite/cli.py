@@ -101,13 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs of fine-tuning after each step (default 2; 0 = none)")
     p.add_argument("--weight-decay", type=_non_negative, default=0.0, metavar="WD",
                    help="AdamW weight decay while fine-tuning after pruning (default 0)")
-    p.add_argument("--no-huffman", action="store_true", help="store integer streams at fixed width")
+    p.add_argument("--no-huffman", action="store_true", help="store integer streams at fixed width "
+                   "(no entropy coding; the same as --codecs fixed)")
+    p.add_argument("--codecs", choices=("all", "huffman", "fixed"), default=None,
+                   help="the codecs the file may use: all (default: Huffman, rANS, context-coded "
+                        "positions, compact codebooks, each where smaller), huffman (Deep "
+                        "Compression's) or fixed")
     p.add_argument("-o", "--output", required=True, metavar="OUT.cnl", help="the compressed file to write")
 
     p = sub.add_parser("info", help="show where the bytes of a .cnl file go",
                        description="Print each weight's encoding and bytes, and the file's total.")
     p.add_argument("file", help="a file written by 'compress'")
-    p.add_argument("--streams", action="store_true", help="list every stream, not just every weight")
+    p.add_argument("--streams", action="store_true",
+                   help="also list every stream with its category (positions, codes, tables, "
+                        "codebooks, scales, biases, manifest, architecture, container) and the "
+                        "order-0 entropy bound of what it codes, then the totals per category")
 
     p = sub.add_parser("evaluate", help="accuracy of a .cnl (or .keras) model on a data set",
                        description="Load the model (weights decoded exactly) and print its test accuracy.")
@@ -200,11 +208,11 @@ def _run(args, say) -> int:
     from compressnet_lite import metrics, storage
 
     if args.command == "info":
-        report = storage.compressed_size(args.file)
+        report = storage.compressed_size(args.file, bounds=args.streams)
         print(report)
         if args.streams:
-            for r in report.rows:
-                print(f"  {r.weight:<24}{r.stream:<28}{r.bytes:>9,}")
+            print()
+            print(report.streams_table())
         return EXIT_OK
     if args.command == "evaluate":
         dataset = load_data(args.data)
@@ -269,7 +277,9 @@ def _compress(args, say) -> int:
     bar = [_EpochBar(args.fine_tune_epochs, say)] if args.fine_tune_epochs else []
     small, report = pipeline.compress(model, dataset, steps, fine_tune_epochs=args.fine_tune_epochs,
                                       weight_decay=args.weight_decay, progress=say, callbacks=bar)
-    size = storage.save_compressed(small, args.output, huffman=not args.no_huffman)
+    if args.no_huffman and args.codecs not in (None, "fixed"):
+        raise UsageError("--no-huffman means --codecs fixed: give one of them")
+    size = storage.save_compressed(small, args.output, huffman=not args.no_huffman, codecs=args.codecs)
     print(report)
     print(f"wrote {args.output}: {size.total:,} bytes ({size.ratio:.1f}x smaller than float32) "
           f"in {time.perf_counter() - start:.0f} s")

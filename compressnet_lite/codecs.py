@@ -39,11 +39,13 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from compressnet_lite._checks import check_array, check_positive_int
+from compressnet_lite import rans
+from compressnet_lite._checks import check_array, check_choice, check_positive_int
 from compressnet_lite.huffman import huffman_code_lengths, huffman_decode, huffman_encode
 
 __all__ = [
@@ -197,8 +199,146 @@ def _check_positions(positions: Any) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------
-# Integer streams: fixed width or Huffman
+# Which codecs an encoding may use
 # ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CodecSet:
+    """The codecs an encoding may choose from (each stream takes the smallest of them).
+
+    Attributes:
+        entropy: entropy coders for integer streams: ``"huffman"``, ``"rans"`` (static
+            frequency table), ``"adaptive"`` (adaptive binary rANS, no table).
+        positions: position codes of sparse arrays: ``"bitmask"``, ``"relative"``,
+            ``"context"`` (a bitmask coded with its row/column context).
+        books: how a codebook's values are stored: ``"f32"``, ``"f16"``, ``"affine"``.
+    """
+
+    entropy: frozenset = frozenset()
+    positions: frozenset = frozenset({"bitmask", "relative"})
+    books: frozenset = frozenset({"f32"})
+
+
+CODECS = {
+    # no entropy coding: the paper's "pruning + quantization" stage
+    "fixed": CodecSet(),
+    # Deep Compression's: Huffman-coded relative indices and codebook indices
+    "huffman": CodecSet(frozenset({"huffman"})),
+    # everything: rANS where it is smaller than Huffman, context-coded positions, compact codebooks
+    "all": CodecSet(frozenset({"huffman", "rans", "adaptive"}),
+                    frozenset({"bitmask", "relative", "context"}),
+                    frozenset({"f32", "f16", "affine"})),
+}
+
+
+def codec_set(codecs: str | CodecSet) -> CodecSet:
+    """The :class:`CodecSet` named ``codecs`` (``"all"``, ``"huffman"`` or ``"fixed"``).
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    if isinstance(codecs, CodecSet):
+        return codecs
+    check_choice(codecs, "codecs", tuple(CODECS))
+    return CODECS[codecs]
+
+
+def _entropy_bytes(values: np.ndarray) -> float:
+    """Order-0 empirical entropy of a symbol stream, in bytes: the bound no code that codes
+    each symbol by its frequency alone can beat."""
+    if values.size == 0:
+        return 0.0
+    counts = np.bincount(values)
+    p = counts[counts > 0] / values.size
+    return float(-(p * np.log2(p)).sum() * values.size / 8)
+
+
+# ---------------------------------------------------------------------------------------
+# Adaptive binary coding: probabilities from the counts seen so far in each context
+# ---------------------------------------------------------------------------------------
+
+def kt_probability(n0: Any, n1: Any) -> Any:
+    """Probability (in 1/4096) that the next bit is 1 after ``n0`` zeros and ``n1`` ones in
+    its context: the Krichevsky-Trofimov estimate ``(n1 + 1/2) / (n0 + n1 + 1)``, in integer
+    arithmetic so that encoder (NumPy) and decoder (Python ints) agree exactly.
+
+    Example:
+        >>> kt_probability(0, 0), kt_probability(3, 0), kt_probability(0, 3)
+        (2048, 512, 3584)
+    """
+    p = ((2 * np.asarray(n1, np.int64) + 1) << rans.PROB_SCALE) // (2 * (np.asarray(n0, np.int64)
+                                                                       + np.asarray(n1, np.int64)) + 2)
+    p = np.clip(p, 1, (1 << rans.PROB_SCALE) - 1)
+    return int(p) if p.ndim == 0 else p
+
+
+def adaptive_probabilities(bits: np.ndarray, contexts: np.ndarray) -> np.ndarray:
+    """For each bit (in coding order), :func:`kt_probability` of the bits before it in its context."""
+    n = bits.size
+    order = np.argsort(contexts, kind="stable")
+    b, c = bits[order], contexts[order]
+    first = np.r_[True, c[1:] != c[:-1]] if n else np.zeros(0, bool)
+    start = np.maximum.accumulate(np.where(first, np.arange(n), 0)) if n else np.zeros(0, np.int64)
+    ones = np.cumsum(b) - b
+    n1 = ones - ones[start]
+    seen = np.arange(n) - start
+    p1 = np.empty(n, np.int64)
+    p1[order] = kt_probability(seen - n1, n1)
+    return p1
+
+
+def _binary_cost_bytes(bits: np.ndarray, p1: np.ndarray) -> float:
+    p = np.where(bits == 1, p1, (1 << rans.PROB_SCALE) - p1)
+    return float(-np.log2(p / (1 << rans.PROB_SCALE)).sum() / 8) + 4
+
+
+def _binarize(values: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The bits of each value, MSB first, and the context of each bit: its node in the
+    binary tree of ``width`` levels (the prefix above it, with a leading 1)."""
+    shifts = np.arange(width - 1, -1, -1)
+    bits = ((values[:, None] >> shifts) & 1).ravel()
+    nodes = ((values[:, None] >> (shifts + 1)) | (1 << np.arange(width))).ravel()
+    return bits, nodes
+
+
+def _adaptive_ints_cost(values: np.ndarray, width: int) -> float:
+    bits, nodes = _binarize(values, width)
+    return _binary_cost_bytes(bits, adaptive_probabilities(bits, nodes))
+
+
+def _encode_adaptive_ints(values: np.ndarray, width: int) -> bytes:
+    bits, nodes = _binarize(values, width)
+    return rans.encode_binary(bits, adaptive_probabilities(bits, nodes))
+
+
+def _decode_adaptive_ints(data: bytes, width: int, count: int) -> np.ndarray:
+    dec = rans.BinaryDecoder(data)
+    n0 = [0] * (1 << width)
+    n1 = [0] * (1 << width)
+    out = [0] * count
+    for i in range(count):
+        node = 1
+        for _ in range(width):
+            a, b = n0[node], n1[node]
+            p = ((2 * b + 1) << 12) // (2 * (a + b) + 2)
+            bit = dec.decode(1 if p < 1 else (4095 if p > 4095 else p))
+            if bit:
+                n1[node] = b + 1
+            else:
+                n0[node] = a + 1
+            node = (node << 1) | bit
+        out[i] = node - (1 << width)
+    if not dec.finished():
+        raise ValueError("adaptive stream damaged: it does not end in the initial state")
+    return np.asarray(out, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------
+# Integer streams: fixed width, mapped, Huffman, rANS (static table or adaptive)
+# ---------------------------------------------------------------------------------------
+
+ADAPTIVE_LIMIT = 1 << 20   # most binary decisions an adaptive stream may hold (decoding is a loop)
+
 
 def _table_bits(lengths: np.ndarray) -> int:
     return 4 if lengths.max(initial=0) <= 15 else 5
@@ -212,46 +352,116 @@ def _huffman_cost(values: np.ndarray) -> tuple[int, np.ndarray]:
     return payload + table, lengths
 
 
-def encode_ints(values: Any, *, huffman: bool = True,
-                width: int | None = None) -> tuple[dict, dict[str, bytes]]:
-    """Store non-negative integers in the smallest of: packed at a fixed width; "mapped"
-    (the distinct values in a table, each value an index into it at
-    ``ceil(log2(distinct))`` bits: e.g. 1-bit codes ``{-1, +1}`` that are 0 and 2 after the
-    offset); Huffman-coded.
+def _rans_lanes(count: int) -> int:
+    return 1 if count < 1 << 14 else min(256, count >> 12)
+
+
+def _rans_plan(values: np.ndarray) -> tuple[float, int, np.ndarray]:
+    """The best frequency precision for static rANS: (estimated bytes, scale, frequencies)."""
+    counts = np.bincount(values)
+    lanes = _rans_lanes(values.size)
+    best = (np.inf, 0, counts)
+    low = max(4, int(np.count_nonzero(counts) - 1).bit_length())
+    for scale in sorted({min(max(low, s), rans.MAX_SCALE) for s in (low, 8, 10, 12, 14, 16)}):
+        freqs = rans.normalized_frequencies(counts, scale)
+        table = (counts.size * int(freqs.max()).bit_length() + 7) // 8
+        cost = 2 * np.ceil(rans.static_cost_bits(counts, freqs, scale) / 16) + 4 * lanes + table
+        if cost < best[0]:
+            best = (cost, scale, freqs)
+    return best
+
+
+def encode_ints(values: Any, *, codecs: str | CodecSet = "all", width: int | None = None,
+                bounds: dict | None = None, limit: float | None = None) -> tuple[dict, dict[str, bytes]]:
+    """Store non-negative integers in the smallest of the allowed codecs:
+
+    * ``fixed``: packed at a fixed width (:func:`pack_bits`);
+    * ``mapped``: the distinct values in a table, each value an index into it at
+      ``ceil(log2(distinct))`` bits (e.g. 1-bit codes ``{-1, +1}``, 0 and 2 after the offset);
+    * ``huffman``: a canonical Huffman code (table: the code lengths);
+    * ``rans``: rANS with a static frequency table (:mod:`compressnet_lite.rans`), which
+      reaches the entropy where Huffman loses up to a bit per symbol, at the cost of a larger
+      table (it wins on large or very skewed streams);
+    * ``adaptive``: each value's bits (MSB first) coded by rANS with probabilities learnt
+      as the stream goes (one context per node of the binary tree): no table at all.
+
+    A codec is chosen only when its measured size is strictly below the previous best (in
+    the order above), so a newer codec never makes a stream larger.
 
     Args:
         values: non-negative integers (flattened).
-        huffman: allow Huffman coding.
+        codecs: the allowed codecs (:func:`codec_set`).
         width: the fixed width to use (default: the bit length of the largest value).
+        bounds: if given, receives ``{"data": order-0 entropy of the values in bytes}``.
+        limit: the caller needs fewer bytes than this, or the stream is of no use: the
+            entropy coders are skipped when the order-0 entropy already reaches it.
 
     Returns:
         ``(spec, streams)``: a JSON-able description and the byte streams (``data``, and
-        ``table`` holding the code lengths when Huffman-coded, the values when mapped).
+        ``table`` holding the code lengths, frequencies or values where the codec has one).
     """
+    allowed = codec_set(codecs)
     values = np.asarray(values, dtype=np.int64).ravel()
     count = int(values.size)
     if width is None:
         width = int(values.max()).bit_length() if count else 0
-    best = ((width * count + 7) // 8, "fixed")
-    used = np.unique(values) if count else values
-    index_bits = int(used.size - 1).bit_length() if used.size else 0
-    mapped = (used.size * width + 7) // 8 + (index_bits * count + 7) // 8
-    if mapped < best[0]:  # few distinct values spread over a wide range: index a value table
-        best = (mapped, "mapped")
-    if huffman and count and width > 0:
-        cost, lengths = _huffman_cost(values)
-        if cost < best[0]:
-            payload, lengths = huffman_encode(values, lengths)
-            bits = _table_bits(lengths)
-            spec = {"codec": "huffman", "count": count, "symbols": int(lengths.size),
-                    "table_bits": bits}
-            return spec, {"data": payload, "table": pack_bits(lengths, bits)}
-    if best[1] == "mapped":
+    entropy = _entropy_bytes(values)
+    if bounds is not None:
+        bounds["data"] = entropy
+    if limit is not None and entropy >= limit:
+        allowed = CodecSet(frozenset(), allowed.positions, allowed.books)
+    best_size = (width * count + 7) // 8
+    best = ({"codec": "fixed", "count": count, "bits": width}, {"data": pack_bits(values, width)})
+
+    def consider(spec, streams):
+        nonlocal best, best_size
+        size = sum(len(b) for b in streams.values())
+        if size < best_size:
+            best, best_size = (spec, streams), size
+
+    if count == 0 or width == 0:
+        return best
+    used = np.unique(values)
+    index_bits = int(used.size - 1).bit_length()
+    if (used.size * width + 7) // 8 + (index_bits * count + 7) // 8 < best_size:
         index = np.searchsorted(used, values)
-        return ({"codec": "mapped", "count": count, "bits": index_bits, "symbols": int(used.size),
-                 "table_bits": width},
-                {"data": pack_bits(index, index_bits), "table": pack_bits(used, width)})
-    return {"codec": "fixed", "count": count, "bits": width}, {"data": pack_bits(values, width)}
+        consider({"codec": "mapped", "count": count, "bits": index_bits, "symbols": int(used.size),
+                  "table_bits": width},
+                 {"data": pack_bits(index, index_bits), "table": pack_bits(used, width)})
+    # Entropy coders: estimate each (Huffman's estimate is exact, rANS's within a few bytes),
+    # encode only the cheapest estimate, and keep it only if its real size is smaller.
+    plans = []
+    if "huffman" in allowed.entropy:
+        cost, lengths = _huffman_cost(values)
+        plans.append((cost, 0, "huffman", lengths))
+    if "rans" in allowed.entropy and used.size > 1:
+        cost, scale, freqs = _rans_plan(values)
+        plans.append((cost, 1, "rans", (scale, freqs)))
+    if "adaptive" in allowed.entropy and count * width <= ADAPTIVE_LIMIT:
+        plans.append((_adaptive_ints_cost(values, width), 2, "adaptive", None))
+    for cost, _, codec, plan in sorted(plans, key=lambda p: (p[0], p[1])):
+        if cost >= best_size + 4:
+            break
+        before = best_size
+        if codec == "huffman":
+            payload, lengths = huffman_encode(values, plan)
+            bits = _table_bits(lengths)
+            consider({"codec": "huffman", "count": count, "symbols": int(lengths.size),
+                      "table_bits": bits}, {"data": payload, "table": pack_bits(lengths, bits)})
+        elif codec == "rans":
+            scale, freqs = plan
+            lanes = _rans_lanes(count)
+            fbits = int(freqs.max()).bit_length()
+            consider({"codec": "rans", "count": count, "scale": scale, "lanes": lanes,
+                      "symbols": int(freqs.size), "table_bits": fbits},
+                     {"data": rans.encode_static(values, freqs, scale, lanes),
+                      "table": pack_bits(freqs, fbits)})
+        else:
+            consider({"codec": "adaptive", "count": count, "bits": width},
+                     {"data": _encode_adaptive_ints(values, width)})
+        if best_size < before:
+            break  # the cheapest estimate won; otherwise try the next one
+    return best
 
 
 def decode_ints(spec: dict, streams: dict[str, bytes]) -> np.ndarray:
@@ -261,30 +471,37 @@ def decode_ints(spec: dict, streams: dict[str, bytes]) -> np.ndarray:
         CorruptFileError: the streams do not match the description.
     """
     count = int(spec["count"])
+    codec = spec["codec"]
     try:
-        if spec["codec"] == "fixed":
+        if codec == "fixed":
             width = int(spec["bits"])
             if len(streams["data"]) != (width * count + 7) // 8:
                 raise CorruptFileError("packed integer stream has the wrong length")
             return unpack_bits(streams["data"], width, count)
-        if spec["codec"] == "mapped":
+        if codec == "mapped":
             table = unpack_bits(streams["table"], int(spec["table_bits"]), int(spec["symbols"]))
             index = unpack_bits(streams["data"], int(spec["bits"]), count)
             if index.size and index.max() >= table.size:
                 raise CorruptFileError("mapped integer stream indexes past its table")
             return table[index]
-        if spec["codec"] == "huffman":
+        if codec == "huffman":
             n, table_bits = int(spec["symbols"]), int(spec["table_bits"])
             if table_bits == 8:  # files of format version 1: one byte per code length
                 lengths = np.frombuffer(streams["table"], dtype=np.uint8)[:n].astype(np.int64)
             else:
                 lengths = unpack_bits(streams["table"], table_bits, n)
             return huffman_decode(streams["data"], lengths, count)
+        if codec == "rans":
+            freqs = unpack_bits(streams["table"], int(spec["table_bits"]), int(spec["symbols"]))
+            return rans.decode_static(streams["data"], freqs, count, int(spec["scale"]),
+                                      int(spec["lanes"]))
+        if codec == "adaptive":
+            return _decode_adaptive_ints(streams["data"], int(spec["bits"]), count)
     except CorruptFileError:
         raise
-    except ValueError as exc:  # a stream that ends early or holds no code
+    except (ValueError, IndexError) as exc:  # a stream that ends early or holds no code
         raise CorruptFileError(f"damaged integer stream: {exc}") from None
-    raise CorruptFileError(f"unknown integer codec {spec['codec']!r}")
+    raise CorruptFileError(f"unknown integer codec {codec!r}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -365,6 +582,11 @@ def _affine_fit_pairs(u: np.ndarray, ch: np.ndarray, n_channels: int,
     gap = np.full(n_channels, np.inf)
     np.minimum.at(gap, ch[1:][step_ok], d[step_ok])
     gap = np.where(np.isfinite(gap), gap, smallest)
+    # Two distinct values on a grid differ by at least its step, so the codes reach at least
+    # peak / gap: a channel whose peak is 2**16 gaps or more lies on no usable grid.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if np.any(todo & ~(peak / gap < MAX_CODEBOOK)):
+            return None
     levels = (1 << np.arange(1, 17)) - 1
     span = hi - np.minimum(lo, 0.0)
     with np.errstate(invalid="ignore"):
@@ -447,53 +669,134 @@ def _channel_ids(index: np.ndarray, shape: tuple[int, ...], axis: int) -> np.nda
     return (index // stride) % shape[axis]
 
 
+def _prefix(prefix: str, streams: dict) -> dict:
+    return {f"{prefix}.{k}": v for k, v in streams.items()}
+
+
+def _encode_ints_into(values, allowed, name, streams, bounds, width=None, limit=None) -> dict:
+    """:func:`encode_ints` whose streams (and bounds) go into ``streams`` under ``name.``."""
+    b: dict = {}
+    spec, st = encode_ints(values, codecs=allowed, width=width, bounds=b, limit=limit)
+    streams.update(_prefix(name, st))
+    bounds.update(_prefix(name, b))
+    return spec
+
+
+def _encode_book(keys: np.ndarray, allowed: CodecSet, streams: dict, bounds: dict) -> dict:
+    """A codebook's float32 values: raw, as float16 when each value is one exactly, or as
+    integer codes on one grid (``scale * k``) when they lie on one."""
+    f32 = keys.view(np.float32)
+    best = ({"kind": "f32"}, {"codebook": f32.tobytes()}, {})
+    size = 4 * f32.size
+    if "f16" in allowed.books and np.array_equal(f32.astype(np.float16).astype(np.float32).view(np.uint32),
+                                                 keys):
+        best, size = ({"kind": "f16"}, {"codebook": f32.astype("<f2").tobytes()}, {}), 2 * f32.size
+    if "affine" in allowed.books:
+        fit = affine_fit(f32)
+        if fit is not None:
+            scale, k = float(fit[0][0]), fit[1]
+            low = int(k.min()) if k.size else 0
+            st: dict = {}
+            bd: dict = {}
+            ispec = _encode_ints_into(k - low, CODECS["fixed"], "codebook", st, bd)
+            if sum(len(x) for x in st.values()) + 8 < size:
+                best = ({"kind": "affine", "scale": scale, "offset": low, "codes": ispec}, st, bd)
+    spec, st, bd = best
+    streams.update(st)
+    bounds.update(bd)
+    return spec
+
+
+def _decode_book(spec: dict | None, streams: dict[str, bytes], size: int) -> np.ndarray:
+    kind = "f32" if spec is None else spec["kind"]  # format versions 1, 2: float32
+    if kind == "f32":
+        return np.frombuffer(streams["codebook"], dtype=np.float32)
+    if kind == "f16":
+        return np.frombuffer(streams["codebook"], dtype="<f2").astype(np.float32)
+    if kind == "affine":
+        k = decode_ints(spec["codes"], _sub(streams, "codebook")) + int(spec["offset"])
+        return (float(spec["scale"]) * k).astype(np.float32)
+    raise CorruptFileError(f"unknown codebook encoding {kind!r}")
+
+
 def _encode_values(v: np.ndarray, index: np.ndarray, shape: tuple[int, ...],
-                   huffman: bool) -> tuple[dict, dict[str, bytes]]:
+                   allowed: CodecSet) -> tuple[dict, dict[str, bytes], dict]:
     """Cheapest exact encoding of float32 values ``v`` (at flat positions ``index`` of ``shape``)."""
-    best: tuple[int, dict, dict[str, bytes]] = (4 * v.size, {"kind": "raw"}, {"values": v.tobytes()})
+    best = (4 * v.size, {"kind": "raw"}, {"values": v.tobytes()}, {})
     if v.size == 0:
-        return best[1], best[2]
+        return best[1:]
     keys, inverse = np.unique(v.view(np.uint32), return_inverse=True)
     candidates = []
     if keys.size <= MAX_CODEBOOK and keys.size < 0.9 * v.size:
-        ispec, istreams = encode_ints(inverse, huffman=huffman)
-        candidates.append(({"kind": "codebook", "size": int(keys.size), "indices": ispec},
-                           {"codebook": keys.view(np.float32).tobytes(),
-                            **{f"indices.{k}": b for k, b in istreams.items()}}))
-    candidates.extend(_affine_candidates(v, keys, inverse, index, shape, huffman))
-    for spec, streams in candidates:
+        streams: dict = {}
+        bounds: dict = {}
+        book = _encode_book(keys, allowed, streams, bounds)
+        ispec = _encode_ints_into(inverse, allowed, "indices", streams, bounds,
+                                  limit=best[0] - sum(len(b) for b in streams.values()))
+        spec = {"kind": "codebook", "size": int(keys.size), "indices": ispec}
+        if book["kind"] != "f32":
+            spec["book"] = book
+        candidates.append((spec, streams, bounds))
+    smallest = min([best[0]] + [sum(len(b) for b in c[1].values()) for c in candidates])
+    candidates.extend(_affine_candidates(v, keys, inverse, index, shape, allowed, smallest))
+    for spec, streams, bounds in candidates:
         size = sum(len(b) for b in streams.values())
         if size < best[0]:
-            best = (size, spec, streams)
-    return best[1], best[2]
+            best = (size, spec, streams, bounds)
+    return best[1:]
 
 
-def _affine_candidates(v, keys, inverse, index, shape, huffman):
+_FITS: dict = {}
+
+
+def _cached_fit(v: np.ndarray, index: np.ndarray | None, shape: tuple, axis: int | None):
+    """:func:`affine_fit` of ``v`` (one scale, or one per channel along ``axis`` of the
+    values at flat positions ``index``), remembered for the last arrays: the same array is
+    fitted once per codec set it is encoded with."""
+    import hashlib
+
+    h = hashlib.blake2b(v.tobytes(), digest_size=16)
+    if index is not None:
+        h.update(np.ascontiguousarray(index, np.int64).tobytes())
+    key = (h.digest(), shape, axis)
+    if key not in _FITS:
+        if len(_FITS) >= 256:
+            _FITS.pop(next(iter(_FITS)))
+        _FITS[key] = (affine_fit(v) if axis is None else
+                      affine_fit(v, _channel_ids(index, shape, axis), shape[axis]))
+    return _FITS[key]
+
+
+def _affine_candidates(v, keys, inverse, index, shape, allowed, limit=None):
     out = []
-    fit = affine_fit(keys.view(np.float32)) if keys.size <= MAX_CODEBOOK else None
+    fit = _cached_fit(keys.view(np.float32), None, shape, None) if keys.size <= MAX_CODEBOOK else None
     if fit is not None:
         scale, k = float(fit[0][0]), fit[1]
         codes = k[inverse]
         low = int(codes.min())
-        ispec, istreams = encode_ints(codes - low, huffman=huffman)
-        out.append(({"kind": "affine", "scale": scale, "offset": low, "codes": ispec},
-                    {f"codes.{n}": b for n, b in istreams.items()}))
+        streams: dict = {}
+        bounds: dict = {}
+        ispec = _encode_ints_into(codes - low, allowed, "codes", streams, bounds, limit=limit)
+        out.append(({"kind": "affine", "scale": scale, "offset": low, "codes": ispec}, streams, bounds))
         return out  # one scale fits: per-channel scales cannot be smaller
     for axis in range(len(shape)):
         if shape[axis] <= 1:
             continue
-        channel = _channel_ids(index, shape, axis)
-        fit = affine_fit(v, channel, shape[axis])
+        fit = _cached_fit(v, index, shape, axis)
         if fit is None:
             continue
         scales, codes = fit
         low = int(codes.min())
-        ispec, istreams = encode_ints(codes - low, huffman=huffman)
         f32 = np.array_equal(scales.astype(np.float32).astype(np.float64), scales)
+        streams = {"scales": scales.astype(np.float32 if f32 else np.float64).tobytes()}
+        bounds = {}
+        ispec = _encode_ints_into(codes - low, allowed, "codes", streams, bounds,
+                                  limit=None if limit is None else limit - len(streams["scales"]))
+        if limit is not None:
+            limit = min(limit, sum(len(b) for b in streams.values()))
         out.append(({"kind": "affine_channel", "channels": int(shape[axis]), "axis": axis,
                      "scale_dtype": "<f4" if f32 else "<f8", "offset": low, "codes": ispec},
-                    {"scales": scales.astype(np.float32 if f32 else np.float64).tobytes(),
-                     **{f"codes.{n}": b for n, b in istreams.items()}}))
+                    streams, bounds))
     return out
 
 
@@ -507,7 +810,7 @@ def _decode_values(spec: dict, streams: dict[str, bytes], index: np.ndarray,
     if kind == "raw":
         v = np.frombuffer(streams["values"], dtype=np.float32)
     elif kind == "codebook":
-        codebook = np.frombuffer(streams["codebook"], dtype=np.float32)
+        codebook = _decode_book(spec.get("book"), streams, int(spec["size"]))
         idx = decode_ints(spec["indices"], _sub(streams, "indices"))
         if codebook.size != spec["size"] or (idx.size and idx.max() >= codebook.size):
             raise CorruptFileError("codebook indices out of range")
@@ -532,16 +835,117 @@ def _decode_values(spec: dict, streams: dict[str, bytes], index: np.ndarray,
 
 
 # ---------------------------------------------------------------------------------------
+# Positions: a bitmask coded with its row/column context
+# ---------------------------------------------------------------------------------------
+
+# Density buckets: the estimate (2k + 1) / (2n + 2) of the ones among the n positions seen
+# in a row (or column), in 1/4096, compared with half-octave steps from 1/256 to 1/2.
+_DENSITY_STEPS = (16, 23, 32, 45, 64, 91, 128, 181, 256, 362, 512, 724, 1024, 1448, 2048)
+_NONE_SEEN = len(_DENSITY_STEPS) + 1   # the bucket of a row (column) with nothing seen yet
+_BUCKETS = _NONE_SEEN + 1
+CONTEXT_MODELS = ("row", "column", "row+column")
+CONTEXT_LIMIT = 1 << 21  # most positions a context-coded bitmask may have (decoding is a loop)
+
+
+def _density_bucket(k: np.ndarray, n: np.ndarray) -> np.ndarray:
+    q = ((2 * k + 1) << 12) // (2 * n + 2)
+    return np.where(n == 0, _NONE_SEEN, np.searchsorted(_DENSITY_STEPS, q, side="right"))
+
+
+def mask_contexts(mask: np.ndarray, model: str) -> np.ndarray:
+    """The context of each bit of a 2-D bitmask scanned row by row (C order).
+
+    A kernel's rows are its inputs and its columns its outputs (a conv kernel is viewed as
+    ``(kh * kw * in, out)``). An input that never fires leaves a row of zeros, a dead unit a
+    column of zeros: how dense the row (column) was so far predicts the next bit. ``model``
+    is ``"row"``, ``"column"`` or ``"row+column"`` (the pair of both buckets).
+    """
+    mask = np.asarray(mask, dtype=np.int64)
+    rows, cols = mask.shape
+    row_ones = np.cumsum(mask, axis=1) - mask
+    col_ones = np.cumsum(mask, axis=0) - mask
+    rb = _density_bucket(row_ones, np.broadcast_to(np.arange(cols), mask.shape))
+    cb = _density_bucket(col_ones, np.broadcast_to(np.arange(rows)[:, None], mask.shape))
+    ctx = {"row": rb, "column": cb, "row+column": rb * _BUCKETS + cb}[model]
+    return ctx.ravel()
+
+
+def _view_2d(shape: tuple[int, ...]) -> tuple[int, int]:
+    cols = shape[-1] if len(shape) >= 2 else 1
+    return int(np.prod(shape, dtype=np.int64)) // max(cols, 1), cols
+
+
+def _context_plan(positions: np.ndarray, shape: tuple[int, ...]) -> tuple[float, str, np.ndarray, np.ndarray]:
+    rows, cols = _view_2d(shape)
+    mask = np.zeros(rows * cols, np.int64)
+    mask[positions] = 1
+    mask = mask.reshape(rows, cols)
+    best = (np.inf, "", mask.ravel(), np.zeros(0, np.int64))
+    for model in CONTEXT_MODELS:
+        p1 = adaptive_probabilities(mask.ravel(), mask_contexts(mask, model))
+        cost = _binary_cost_bytes(mask.ravel(), p1)
+        if cost < best[0]:
+            best = (cost, model, mask.ravel(), p1)
+    return best
+
+
+def _decode_context_mask(data: bytes, shape: tuple[int, ...], model: str) -> np.ndarray:
+    import bisect
+
+    rows, cols = _view_2d(shape)
+    dec = rans.BinaryDecoder(data)
+    n0 = [0] * (_BUCKETS * _BUCKETS)
+    n1 = [0] * (_BUCKETS * _BUCKETS)
+    col_ones = [0] * cols
+    steps = _DENSITY_STEPS
+    out = bytearray(rows * cols)
+
+    def bucket(k: int, n: int) -> int:
+        return _NONE_SEEN if n == 0 else bisect.bisect_right(steps, ((2 * k + 1) << 12) // (2 * n + 2))
+
+    pos = 0
+    for i in range(rows):
+        row_ones = 0
+        for j in range(cols):
+            if model == "row":
+                c = bucket(row_ones, j)
+            elif model == "column":
+                c = bucket(col_ones[j], i)
+            else:
+                c = bucket(row_ones, j) * _BUCKETS + bucket(col_ones[j], i)
+            a, b = n0[c], n1[c]
+            p = ((2 * b + 1) << 12) // (2 * (a + b) + 2)
+            bit = dec.decode(1 if p < 1 else (4095 if p > 4095 else p))
+            if bit:
+                n1[c] = b + 1
+                row_ones += 1
+                col_ones[j] += 1
+                out[pos] = 1
+            else:
+                n0[c] = a + 1
+            pos += 1
+    if not dec.finished():
+        raise CorruptFileError("context-coded bitmask damaged: it does not end in the initial state")
+    return np.flatnonzero(np.frombuffer(bytes(out), dtype=np.uint8))
+
+
+# ---------------------------------------------------------------------------------------
 # Whole arrays
 # ---------------------------------------------------------------------------------------
 
-def encode_array(x: Any, *, huffman: bool = True) -> tuple[dict, dict[str, bytes]]:
+def encode_array(x: Any, *, codecs: str | CodecSet = "all", huffman: bool | None = None,
+                 info: dict | None = None) -> tuple[dict, dict[str, bytes]]:
     """Encode one weight array in the cheapest exact encoding (see the module docstring).
 
     Args:
         x: the array. float32 arrays get every encoding; other dtypes are stored raw.
-        huffman: allow Huffman coding of the integer streams (``False`` gives the paper's
-            "pruning + quantization" stage: fixed-width indices).
+        codecs: the codecs allowed (:func:`codec_set`): ``"all"`` (default), ``"huffman"``
+            (Deep Compression's: Huffman coding, relative indices or a bitmask, float32
+            codebooks) or ``"fixed"`` (no entropy coding: the paper's "pruning +
+            quantization" stage).
+        huffman: ``False`` is ``codecs="fixed"`` (kept for older callers).
+        info: if given, receives ``{stream name: order-0 entropy bound in bytes}`` for the
+            integer streams and the positions.
 
     Returns:
         ``(spec, streams)``: a JSON-able description and named byte streams.
@@ -549,6 +953,7 @@ def encode_array(x: Any, *, huffman: bool = True) -> tuple[dict, dict[str, bytes
     Raises:
         TypeError: an array of a dtype that is not a number.
     """
+    allowed = codec_set("fixed" if huffman is False else codecs)
     x = np.asarray(x, order="C")
     spec: dict[str, Any] = {"shape": list(x.shape), "dtype": x.dtype.str}
     if x.dtype != np.float32:
@@ -559,39 +964,76 @@ def encode_array(x: Any, *, huffman: bool = True) -> tuple[dict, dict[str, bytes
     flat = x.ravel() + np.float32(0)  # -0.0 + 0.0 = +0.0: a zero is a zero, whatever its sign
     options = []
     # dense: every element through a value encoding
-    vspec, vstreams = _encode_values(flat, np.arange(flat.size), shape, huffman)
-    options.append(({**spec, "layout": "dense", "values": vspec}, _prefixed(vspec, vstreams)))
+    vspec, vstreams, vbounds = _encode_values(flat, np.arange(flat.size), shape, allowed)
+    options.append(({**spec, "layout": "dense", "values": vspec}, _prefixed(vspec, vstreams),
+                    _prefixed(vspec, vbounds)))
     # sparse: positions + non-zero values
     positions = np.flatnonzero(flat)
     if positions.size < flat.size:
-        pspec, pstreams = _encode_positions(positions, flat.size, huffman)
-        vspec, vstreams = _encode_values(flat[positions], positions, shape, huffman)
+        pspec, pstreams, pbounds = _encode_positions(positions, shape, allowed)
+        vspec, vstreams, vbounds = _encode_values(flat[positions], positions, shape, allowed)
         options.append(({**spec, "layout": "sparse", "nonzero": int(positions.size),
                          "positions": pspec, "values": vspec},
-                        {**{f"positions.{k}": b for k, b in pstreams.items()},
-                         **_prefixed(vspec, vstreams)}))
-    return min(options, key=lambda o: sum(len(b) for b in o[1].values()))
+                        {**_prefix("positions", pstreams), **_prefixed(vspec, vstreams)},
+                        {**_prefix("positions", pbounds), **_prefixed(vspec, vbounds)}))
+    spec, streams, bounds = min(options, key=lambda o: sum(len(b) for b in o[1].values()))
+    if info is not None:
+        info.update(bounds)
+    return spec, streams
 
 
-def _prefixed(vspec: dict, vstreams: dict[str, bytes]) -> dict[str, bytes]:
+def _prefixed(vspec: dict, vstreams: dict) -> dict:
     return {f"values.{k}" if vspec["kind"] != "raw" else k: b for k, b in vstreams.items()}
 
 
-def _encode_positions(positions: np.ndarray, n: int, huffman: bool) -> tuple[dict, dict[str, bytes]]:
-    best = ((n + 7) // 8, {"kind": "bitmask"}, None)
+def _mask_entropy(k: int, n: int) -> float:
+    d = k / n
+    return 0.0 if d in (0.0, 1.0) else float(n * (-d * np.log2(d) - (1 - d) * np.log2(1 - d)) / 8)
+
+
+def _encode_positions(positions: np.ndarray, shape: tuple[int, ...],
+                      allowed: CodecSet) -> tuple[dict, dict[str, bytes], dict]:
+    """The positions of the non-zeros: bitmask, relative indices or context-coded bitmask,
+    the smallest measured. Bound: the order-0 entropy of the bitmask (what any code that
+    treats the positions as independent draws needs)."""
+    n = int(np.prod(shape, dtype=np.int64))
+    mask_bound = _mask_entropy(positions.size, n)
+    relative_bounds: dict = {}
+    mask = np.zeros(n, np.uint8)
+    mask[positions] = 1
+    best = ((n + 7) // 8, {"kind": "bitmask"}, {"mask": pack_bits(mask, 1)})
+    plan = None
+    widths = []
     for bits in range(1, MAX_INDEX_BITS + 1):
         entries = relative_index_encode(positions, bits)
-        fixed = (entries.size * bits + 7) // 8
-        cost = min(fixed, _huffman_cost(entries)[0]) if huffman and entries.size else fixed
+        cost = (entries.size * bits + 7) // 8
+        if "huffman" in allowed.entropy and entries.size:
+            cost = min(cost, _huffman_cost(entries)[0])
+        widths.append((cost, bits, entries))
+    widths.sort(key=lambda w: w[0])
+    for i, (cost, bits, entries) in enumerate(widths):
+        # the adaptive coder is within a few percent of Huffman's cost: try it on the three
+        # widths Huffman (or fixed width) codes best
+        if i < 3 and "adaptive" in allowed.entropy and 0 < entries.size * bits <= ADAPTIVE_LIMIT:
+            cost = min(cost, _adaptive_ints_cost(entries, bits))
+        if plan is None or cost < plan[0]:
+            plan = (cost, bits, entries)
+    if plan is not None and plan[0] < best[0] + 16:  # estimates: encode the best, compare bytes
+        _, bits, entries = plan
+        streams: dict = {}
+        ispec = _encode_ints_into(entries, allowed, "entries", streams, relative_bounds, width=bits)
+        size = sum(len(b) for b in streams.values())
+        if size < best[0]:
+            best = (size, {"kind": "relative", "bits": bits, "entries": ispec}, streams)
+    if "context" in allowed.positions and len(shape) >= 2 and 0 < positions.size and n <= CONTEXT_LIMIT:
+        cost, model, bits, p1 = _context_plan(positions, shape)
         if cost < best[0]:
-            best = (cost, {"kind": "relative", "bits": bits}, entries)
-    _, spec, entries = best
-    if spec["kind"] == "bitmask":
-        mask = np.zeros(n, np.uint8)
-        mask[positions] = 1
-        return spec, {"mask": pack_bits(mask, 1)}
-    ispec, istreams = encode_ints(entries, huffman=huffman, width=spec["bits"])
-    return {**spec, "entries": ispec}, {f"entries.{k}": b for k, b in istreams.items()}
+            data = rans.encode_binary(bits, p1)
+            if len(data) < best[0]:
+                best = (len(data), {"kind": "context", "model": model}, {"mask": data})
+    if best[1]["kind"] == "relative":
+        return best[1], best[2], relative_bounds
+    return best[1], best[2], {"mask": mask_bound}
 
 
 def decode_array(spec: dict, streams: dict[str, bytes]) -> np.ndarray:
@@ -624,6 +1066,13 @@ def decode_array(spec: dict, streams: dict[str, bytes]) -> np.ndarray:
     elif pspec["kind"] == "relative":
         entries = decode_ints(pspec["entries"], _sub(_sub(streams, "positions"), "entries"))
         positions = relative_index_decode(entries, int(pspec["bits"]))
+    elif pspec["kind"] == "context":
+        if pspec.get("model") not in CONTEXT_MODELS or len(shape) < 2:
+            raise CorruptFileError(f"unknown context model {pspec.get('model')!r}")
+        try:
+            positions = _decode_context_mask(streams["positions.mask"], shape, pspec["model"])
+        except ValueError as exc:
+            raise CorruptFileError(f"damaged positions: {exc}") from None
     else:
         raise CorruptFileError(f"unknown position encoding {pspec['kind']!r}")
     if positions.size != spec["nonzero"] or (positions.size and positions[-1] >= n):

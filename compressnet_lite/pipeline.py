@@ -31,7 +31,8 @@ from compressnet_lite import metrics, models, storage
 from compressnet_lite._checks import check_choice, check_fraction, check_model, check_positive_int
 from compressnet_lite.data import Dataset
 
-__all__ = ["STEPS", "compress", "deep_compression", "measure", "Report", "hold_zeros",
+__all__ = ["STEPS", "compress", "deep_compression", "quantize_extras", "measure", "Report",
+           "hold_zeros",
            "paper_sparsity"]
 
 STEPS = ("prune", "prune_neurons", "merge", "factorize", "distill", "cluster", "quantize")
@@ -370,7 +371,7 @@ def measure(model: keras.Model, data: Dataset | None, *, stage: str = "",
            "keras_bytes": kb.keras, "gzip_bytes": kb.gzip,
            "cnl_bytes": size.total, "cnl_weight_bytes": size.weight_bytes,
            "cnl_weight_bytes_no_huffman": fixed.weight_bytes,
-           "size": size}
+           "size": size, "size_fixed": fixed}
     if latency and data is not None:
         row["latency_ms"] = metrics.latency(plain, data.x_test[:256]).median * 1e3
     return row
@@ -396,7 +397,8 @@ class Report:
         weights over the stage's compressed file)."""
         import pandas as pd
 
-        df = pd.DataFrame([{k: v for k, v in r.items() if k != "size"} for r in self.rows]).set_index("stage")
+        df = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("size")}
+                           for r in self.rows]).set_index("stage")
         df["ratio"] = df["float32_bytes"].iloc[0] / df["cnl_bytes"]  # vs the input model's float32
         return df
 
@@ -512,13 +514,15 @@ def _run(model, data, parsed, fine_tune_epochs, learning_rate, weight_decay, bat
          seed, say, callbacks, measured: Callable[[int], bool] = lambda i: True):
     """The loop of :func:`compress`; ``measured(i)`` tells which stages get a report row
     (stage 0 is the input)."""
-    original = models.clone(model)
+    # the teacher of a distill step: the input model, copied once
+    original = models.clone(model) if any(n == "distill" for n, _ in parsed) else None
     current = models.clone(storage.plain_model(model))  # transform layers (masks, wrappers) -> plain Keras
     report = Report()
     if measured(0):
         say(f"[0/{len(parsed)}] measuring the input model")
         report.rows.append(measure(current, data, stage="input", latency=latency))
     pruner: _Pruner | None = None
+    stale = False  # the pruner's model is ahead of ``current`` (stripped only when needed)
     try:
         for i, (name, arg) in enumerate(parsed, start=1):
             say(f"[{i}/{len(parsed)}] {name} {arg if not isinstance(arg, dict) else ''}".rstrip())
@@ -527,22 +531,28 @@ def _run(model, data, parsed, fine_tune_epochs, learning_rate, weight_decay, bat
                             for n, v in _per_layer(arg, current, "prune").items()}
                 if pruner is None or pruner.layers != sorted(sparsity):
                     if pruner is not None:
+                        current, stale = (pruner.plain() if stale else current), False
                         pruner.close()
                     pruner = _Pruner(current, list(sparsity))
                 pruner.prune(sparsity)
                 pruner.fine_tune(data, fine_tune_epochs, learning_rate, weight_decay, batch_size,
                                  callbacks, seed)
-                current = pruner.plain()
+                stale = True
             else:
                 if pruner is not None:
+                    current, stale = (pruner.plain() if stale else current), False
                     pruner.close()
                     pruner = None
                 current = _run_step(current, name, arg, original, data, fine_tune_epochs,
                                     learning_rate, weight_decay, batch_size, callbacks, seed)
                 current = storage.plain_model(current)
             if measured(i):
+                if stale:
+                    current, stale = pruner.plain(), False
                 report.rows.append(measure(current, data, stage=f"{name} {_short(arg)}".strip(),
                                            latency=latency))
+        if stale:
+            current = pruner.plain()
     finally:
         if pruner is not None:
             pruner.close()
@@ -558,22 +568,79 @@ def _short(arg: Any) -> str:
     return str(arg)
 
 
+def quantize_extras(model: keras.Model, bias_bits: int | None = 8, codebook_bits: int | None = 8,
+                    layers: Sequence[str] | None = None) -> keras.Model:
+    """Round what Deep Compression leaves in float32: the biases and the shared values.
+
+    Each bias vector becomes ``bias_bits``-bit symmetric codes with one scale
+    (:func:`compressnet_lite.quantization.quantize`); each layer's distinct non-zero kernel
+    values (its codebook, after weight sharing) are rounded the same way with
+    ``codebook_bits`` bits, so the kernel keeps at most as many values and its zeros.
+    :mod:`compressnet_lite.storage` then stores biases and codebooks as small integer codes
+    instead of float32. The paper's byte counts leave biases out; the codebooks are in them.
+
+    Args:
+        model: a plain Keras model (not changed).
+        bias_bits / codebook_bits: bits (2..16), or ``None`` to leave them as they are.
+        layers: the Dense/Conv2D layers to round (default: all).
+
+    Returns:
+        A new model.
+
+    Raises:
+        ValueError / TypeError: bits outside 2..16, an unknown layer name.
+    """
+    quantization = _module("quantization")
+    check_model(model)
+    for name, bits in (("bias_bits", bias_bits), ("codebook_bits", codebook_bits)):
+        if bits is not None:
+            check_positive_int(bits, name, minimum=2, maximum=16)
+    chosen = _weighted_layers(model) if layers is None else [model.get_layer(_check_name(model, n))
+                                                           for n in layers]
+    new = models.clone(model)
+    for layer in chosen:
+        target = new.get_layer(layer.name)
+        weights = [np.array(w) for w in target.get_weights()]
+        if codebook_bits is not None and weights and np.any(weights[0]):
+            kernel = weights[0]
+            values, index = np.unique(kernel[kernel != 0], return_inverse=True)
+            rounded = quantization.dequantize(quantization.quantize(values, codebook_bits))
+            kernel[kernel != 0] = rounded[index]
+            weights[0] = kernel
+        if bias_bits is not None and getattr(target, "use_bias", False) and np.any(weights[-1]):
+            weights[-1] = quantization.dequantize(quantization.quantize(weights[-1], bias_bits))
+        target.set_weights(weights)
+    return new
+
+
+def _check_name(model: keras.Model, name: str) -> str:
+    names = {l.name for l in model.layers}
+    if name not in names:
+        raise ValueError(f"layers: no layer named {name!r}; layers are {sorted(names)}")
+    return name
+
+
 def deep_compression(model: keras.Model, data: Dataset, *, sparsity: dict[str, float] | None = None,
                      conv_bits: int = 8, fc_bits: int = 5, prune_rounds: int = 3,
                      fine_tune_epochs: int = 4, cluster_epochs: int = 3, weight_decay: float = 0.05,
-                     learning_rate: float = 1e-3, batch_size: int = 32, seed: int | None = None,
+                     learning_rate: float = 1e-3, batch_size: int = 32, bias_bits: int | None = 8,
+                     codebook_bits: int | None = 8, seed: int | None = None,
                      progress: Callable[[str], None] | None = None) -> tuple[keras.Model, Report]:
-    """Deep Compression (Han, Mao & Dally 2016): pruning, trained weight sharing, Huffman coding.
+    """Deep Compression (Han, Mao & Dally 2016): pruning, trained weight sharing, entropy coding.
 
     1. Iterative magnitude pruning to a per-layer sparsity in ``prune_rounds`` rounds, each
        followed by fine-tuning with decoupled weight decay (the paper trains with L2
        regularization: weights of inputs that never fire decay and prune into long zero runs).
+       The zeros are held in the compiled train step by pruning's masks.
     2. Weight sharing of the non-zero weights: ``2**conv_bits`` clusters per conv layer,
        ``2**fc_bits`` per fully connected layer (linear initialization), then the centroids
        are fine-tuned (each gets the summed gradient of its weights); zeros stay zero.
-    3. Huffman coding of the relative indices and cluster indices: done by
-       :mod:`compressnet_lite.storage` when the model is saved (stage "P+Q+H" of the report
-       differs from "P+Q" only in the bytes).
+       Then the biases and the shared values are rounded to ``bias_bits`` and
+       ``codebook_bits`` (:func:`quantize_extras`; ``None`` keeps them float32).
+    3. Entropy coding, done by :mod:`compressnet_lite.storage` when the model is saved: the
+       report's stages ``P+Q`` (no entropy coding), ``P+Q+H`` (Huffman, the paper's) and
+       ``P+Q+E`` (every codec of the format: rANS, context-coded positions, compact
+       codebooks, each where it is smaller) are one model, stored three ways.
 
     Args:
         model: a trained Keras model with Dense/Conv2D layers (not changed).
@@ -586,12 +653,14 @@ def deep_compression(model: keras.Model, data: Dataset, *, sparsity: dict[str, f
         weight_decay: AdamW's decoupled weight decay while pruning (Keras multiplies it by the
             learning rate: 0.05 shrinks every weight by 5e-5 per step).
         learning_rate / batch_size: fine-tuning settings.
+        bias_bits / codebook_bits: see step 2.
         seed: reseed before each fine-tuning (see :func:`compress`); ``None`` leaves the
             caller's random state alone.
         progress: called with a line of text per stage.
 
     Returns:
-        ``(model, Report)`` with stages ``input``, ``pruned`` (P), ``P+Q`` and ``P+Q+H``.
+        ``(model, Report)`` with stages ``input``, ``pruned (P)``, ``P+Q``, ``P+Q+H`` and
+        ``P+Q+E``.
     """
     check_model(model)
     check_positive_int(prune_rounds, "prune_rounds")
@@ -621,11 +690,16 @@ def deep_compression(model: keras.Model, data: Dataset, *, sparsity: dict[str, f
                         batch_size, False, seed, say, (),
                         measured=lambda i: i in (0, len(rounds)))
     say("weight sharing with trained centroids")
-    shared, rep2 = _run(pruned, data, [("cluster", clusters)], cluster_epochs, learning_rate,
-                        0.0, batch_size, False, seed, say, (), measured=lambda i: i == 1)
-    report = Report([dict(rep1.rows[0], stage="input"), dict(rep1.rows[-1], stage="pruned (P)"),
-                     dict(rep2.rows[-1], stage="P+Q")])
-    fixed = storage.compressed_size(shared, huffman=False)
-    report.rows[-1].update(cnl_bytes=fixed.total, cnl_weight_bytes=fixed.weight_bytes, size=fixed)
-    report.rows.append(dict(rep2.rows[-1], stage="P+Q+H"))
+    shared, _ = _run(pruned, data, [("cluster", clusters)], cluster_epochs, learning_rate,
+                     0.0, batch_size, False, seed, say, (), measured=lambda i: False)
+    if bias_bits is not None or codebook_bits is not None:
+        say(f"rounding biases ({bias_bits} bits) and shared values ({codebook_bits} bits)")
+        shared = quantize_extras(shared, bias_bits, codebook_bits, layers=list(clusters))
+    final = measure(shared, data)
+    report = Report([dict(rep1.rows[0], stage="input"), dict(rep1.rows[-1], stage="pruned (P)")])
+    for stage, codecs in (("P+Q", "fixed"), ("P+Q+H", "huffman"), ("P+Q+E", "all")):
+        size = {"all": final["size"], "fixed": final["size_fixed"]}.get(codecs) or \
+            storage.compressed_size(shared, codecs=codecs)
+        report.rows.append(dict(final, stage=stage, cnl_bytes=size.total,
+                                cnl_weight_bytes=size.weight_bytes, size=size))
     return shared, report

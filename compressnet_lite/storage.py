@@ -42,6 +42,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import importlib
 import importlib.util
@@ -50,13 +51,15 @@ import json
 import os
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
 from compressnet_lite._checks import check_model
-from compressnet_lite.codecs import CorruptFileError, decode_array, encode_array
+from compressnet_lite._zdict import ZDICT
+from compressnet_lite.codecs import CorruptFileError, codec_set, decode_array, encode_array
 
 __all__ = [
     "FORMAT", "VERSION", "CorruptFileError", "save_compressed", "load_compressed",
@@ -65,8 +68,9 @@ __all__ = [
 ]
 
 FORMAT = "compressnet-lite"
-VERSION = 2                # 2: per-channel scales on any axis, length-limited Huffman codes
-READABLE = (1, 2)          # versions this library reads
+VERSION = 3                # 3: compact container, rANS and context codecs, compact codebooks
+READABLE = (1, 2, 3)       # versions this library reads (1 and 2: zip archives)
+_MAGIC = b"CNL"            # version 3 on: the file starts with these bytes and the version
 _EOCD = b"PK\x05\x06"      # zip end-of-central-directory signature
 _HASH_LEN = 32             # SHA-256 in the zip comment
 
@@ -218,47 +222,123 @@ def register_library_classes() -> None:
             importlib.import_module(f"compressnet_lite.{name}")
 
 
-def _encode_model(model, huffman: bool) -> tuple[bytes, "SizeReport"]:
+def _codecs_arg(huffman: bool, codecs: str | None) -> str:
+    name = codecs if codecs is not None else ("all" if huffman else "fixed")
+    codec_set(name)  # a clear error for an unknown name
+    return name
+
+
+def _encode_model(model, huffman: bool = True, codecs: str | None = None) -> tuple[bytes, "SizeReport"]:
     import keras
 
+    codecs = _codecs_arg(huffman, codecs)
     model = plain_model(model)
     paths = [v.path for v in model.weights]
     repeated = sorted({p for p in paths if paths.count(p) > 1})
     if repeated:
         raise ValueError(f"model {model.name!r} has several weights with the path {repeated[0]!r}: "
                          "the file matches weights by path; give the layers distinct names")
-    entries, blob, rows = [], bytearray(), []
+    entries, blob, rows, bounds = [], bytearray(), [], {}
     for var in model.weights:
         arr = np.asarray(keras.ops.convert_to_numpy(var))
-        spec, streams = encode_array(arr, huffman=huffman)
+        spec, streams, info = _encode_cached(arr, codecs)
+        if spec["dtype"] == "<f4":
+            del spec["dtype"]  # the default
         table = []
         for name, data in streams.items():
-            table.append([name, len(blob), len(data)])
+            table.append([name, len(data)])
             rows.append(StreamSize(_layer_of(var.path), var.path, name, len(data)))
+            if name in info:
+                bounds[(var.path, name)] = info[name]
             blob += data
         entries.append({"path": var.path, **spec, "streams": table})
-    blob = bytes(blob)
     manifest = {"format": FORMAT, "version": VERSION, "keras": keras.__version__,
-                "model": model.name, "huffman": bool(huffman), "streams_size": len(blob),
-                "weights": entries}
-    manifest_json = json.dumps(manifest, separators=(",", ":")).encode()
-    arch_json = json.dumps(_architecture(model)).encode()
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data, method in (("manifest.json", manifest_json, zipfile.ZIP_DEFLATED),
-                                   ("model.json", arch_json, zipfile.ZIP_DEFLATED),
-                                   ("streams.bin", blob, zipfile.ZIP_STORED)):
-            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = method
-            zf.writestr(info, data, compresslevel=9 if method == zipfile.ZIP_DEFLATED else None)
-        sizes = {i.filename: i.compress_size for i in zf.infolist()}
-    raw = buf.getvalue()
-    if raw[-22:-18] != _EOCD:  # zipfile wrote no comment, so the record is the last 22 bytes
-        raise RuntimeError("unexpected zip layout")
-    head = raw[:-2] + struct.pack("<H", _HASH_LEN)  # end record announcing a 32-byte comment
-    data = head + hashlib.sha256(head).digest()
-    report = _report(manifest, rows, sizes, len(data), huffman)
+                "model": model.name, "codecs": codecs, "weights": entries}
+    manifest_z = _deflate(json.dumps(manifest, separators=(",", ":")).encode())
+    arch_z = _deflate(json.dumps(_architecture(model), separators=(",", ":")).encode())
+    head = _MAGIC + bytes([VERSION]) + b"".join(_varint(len(x)) for x in (manifest_z, arch_z, blob))
+    body = head + manifest_z + arch_z + bytes(blob)
+    data = body + hashlib.sha256(body).digest()
+    sizes = {"manifest.json": len(manifest_z), "model.json": len(arch_z)}
+    report = _report(_normalized(manifest), rows, sizes, len(data), bounds)
     return data, report
+
+
+_CACHE: "collections.OrderedDict[tuple, tuple[dict, dict, dict]]" = collections.OrderedDict()
+_CACHE_BYTES = 64 << 20  # encoded bytes kept at most (the last arrays encoded)
+
+
+def _encode_cached(arr: np.ndarray, codecs: str) -> tuple[dict, dict, dict]:
+    """:func:`~compressnet_lite.codecs.encode_array`, remembering the last results: a
+    pipeline measures the same arrays several times (every stage, with and without entropy
+    coding, then saves them), and the search for the smallest encoding is the costly part."""
+    key = (hashlib.blake2b(np.ascontiguousarray(arr).tobytes(), digest_size=16).digest(),
+           arr.shape, arr.dtype.str, codecs)
+    hit = _CACHE.get(key)
+    if hit is not None:
+        _CACHE.move_to_end(key)
+        spec, streams, info = hit
+        return json.loads(json.dumps(spec)), dict(streams), dict(info)
+    info: dict = {}
+    spec, streams = encode_array(arr, codecs=codecs, info=info)
+    _CACHE[key] = (json.loads(json.dumps(spec)), dict(streams), dict(info))
+    while _CACHE and sum(sum(len(b) for b in v[1].values()) for v in _CACHE.values()) > _CACHE_BYTES:
+        _CACHE.popitem(last=False)
+    return spec, streams, info
+
+
+def _deflate(data: bytes) -> bytes:
+    """Raw deflate (no zlib header) with the library's preset dictionary of typical Keras
+    layer configs and manifest entries: a small model's architecture costs tens of bytes."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zdict=ZDICT)
+    return c.compress(data) + c.flush()
+
+
+def _inflate(data: bytes) -> bytes:
+    d = zlib.decompressobj(-15, zdict=ZDICT)
+    out = d.decompress(data, 1 << 28) + d.flush()
+    if not d.eof or d.unused_data:
+        raise CorruptFileError("damaged record: the deflated data do not end where they should")
+    return out
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if pos >= len(data) or shift > 56:
+            raise CorruptFileError("damaged header")
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _normalized(manifest: dict) -> dict:
+    """A version-3 manifest in the layout of versions 1 and 2 (dtype given, stream offsets)."""
+    out = dict(manifest)
+    entries, offset = [], 0
+    for e in manifest["weights"]:
+        e = dict(e)
+        e.setdefault("dtype", "<f4")
+        table = []
+        for name, length in e["streams"]:
+            table.append([name, offset, length])
+            offset += length
+        e["streams"] = table
+        entries.append(e)
+    out["weights"] = entries
+    out["streams_size"] = offset
+    return out
 
 
 def _architecture(model) -> dict:
@@ -276,12 +356,15 @@ def _layer_of(path: str) -> str:
 
 
 def _verify_and_open(data: bytes) -> tuple[dict, str, bytes, dict[str, int]]:
-    """Check the whole-file SHA-256 and the zip, return (manifest, architecture, blob, sizes)."""
+    """Check the whole-file SHA-256 and the container; return (manifest, architecture JSON,
+    streams, sizes of the manifest and architecture records)."""
+    if data[:len(_MAGIC)] == _MAGIC:
+        return _open_v3(data)
     tail = 22 + _HASH_LEN
     if len(data) < tail or data[-tail:-tail + 4] != _EOCD or \
             struct.unpack("<H", data[-_HASH_LEN - 2:-_HASH_LEN])[0] != _HASH_LEN:
-        raise CorruptFileError("not a compressnet-lite file, or truncated (end-of-archive record "
-                               "with checksum not found)")
+        raise CorruptFileError("not a compressnet-lite file, or truncated (no compressnet-lite header, "
+                               "no end-of-archive record with checksum)")
     if hashlib.sha256(data[:-_HASH_LEN]).digest() != data[-_HASH_LEN:]:
         raise CorruptFileError("checksum mismatch: the file is corrupted or truncated")
     try:
@@ -294,13 +377,47 @@ def _verify_and_open(data: bytes) -> tuple[dict, str, bytes, dict[str, int]]:
         raise CorruptFileError(f"damaged archive: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CorruptFileError("not a compressnet-lite file (manifest has no format tag)")
-    if manifest.get("version") not in READABLE:
-        raise CorruptFileError(f"unsupported format version {manifest.get('version')!r} "
-                               f"(this library reads versions {', '.join(map(str, READABLE))}; "
-                               "a newer compressnet-lite wrote it)")
+    if manifest.get("version") not in (1, 2):
+        raise CorruptFileError(f"unsupported format version {manifest.get('version')!r} in a zip "
+                               "container (versions 1 and 2 are zip archives)")
     if manifest.get("streams_size") != len(blob):
         raise CorruptFileError("streams.bin has the wrong size")
     return manifest, arch, blob, sizes
+
+
+def _open_v3(data: bytes) -> tuple[dict, str, bytes, dict[str, int]]:
+    if len(data) < len(_MAGIC) + 4 + _HASH_LEN:
+        raise CorruptFileError("truncated compressnet-lite file")
+    version = data[len(_MAGIC)]
+    if version not in READABLE:
+        raise CorruptFileError(f"unsupported format version {version} (this library reads versions "
+                               f"{', '.join(map(str, READABLE))}; a newer compressnet-lite wrote it)")
+    if hashlib.sha256(data[:-_HASH_LEN]).digest() != data[-_HASH_LEN:]:
+        raise CorruptFileError("checksum mismatch: the file is corrupted or truncated")
+    pos = len(_MAGIC) + 1
+    lengths = []
+    for _ in range(3):
+        n, pos = _read_varint(data, pos)
+        lengths.append(n)
+    if pos + sum(lengths) != len(data) - _HASH_LEN:
+        raise CorruptFileError("the header's lengths do not match the file's size")
+    m_end = pos + lengths[0]
+    a_end = m_end + lengths[1]
+    try:
+        manifest = json.loads(_inflate(data[pos:m_end]))
+        arch = _inflate(data[m_end:a_end]).decode()
+    except (zlib.error, ValueError, UnicodeDecodeError) as exc:
+        raise CorruptFileError(f"damaged record: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != version:
+        raise CorruptFileError("not a compressnet-lite file (manifest has no format tag)")
+    try:
+        manifest = _normalized(manifest)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptFileError(f"inconsistent manifest: {exc}") from None
+    blob = data[a_end:len(data) - _HASH_LEN]
+    if manifest["streams_size"] != len(blob):
+        raise CorruptFileError("the streams do not add up to the file's streams section")
+    return manifest, arch, blob, {"manifest.json": lengths[0], "model.json": lengths[1]}
 
 
 def _read(path: Any) -> bytes:
@@ -356,26 +473,32 @@ def _assign_by_path(model, arrays: dict[str, np.ndarray], manifest: dict) -> Non
         var.assign(arr)
 
 
-def save_compressed(model: Any, path: Any, *, huffman: bool = True) -> "SizeReport":
+def save_compressed(model: Any, path: Any, *, huffman: bool = True,
+                    codecs: str | None = None) -> "SizeReport":
     """Write ``model`` (architecture + weights) to ``path`` in the compressed format.
 
     Args:
         model: a built Keras model (a transformed model is stored as :func:`plain_model`).
         path: the file to write (conventionally ``*.cnl``).
-        huffman: Huffman-code the integer streams when that is smaller.
+        huffman: ``False``: no entropy coding (the same as ``codecs="fixed"``).
+        codecs: the codecs the streams may use (:data:`compressnet_lite.codecs.CODECS`):
+            ``"all"`` (default: Huffman, rANS, context-coded positions, compact codebooks,
+            each only where it is smaller), ``"huffman"`` (Deep Compression's: Huffman-coded
+            relative indices and codebook indices) or ``"fixed"``.
 
     Returns:
         The :class:`SizeReport` of the written file (``report.total`` is its size in bytes).
 
     Raises:
-        TypeError / ValueError: not a built model; a layer that cannot be stored.
+        TypeError / ValueError: not a built model; a layer that cannot be stored; an unknown
+            ``codecs``.
 
     Example:
         >>> report = save_compressed(model, "model.cnl")          # doctest: +SKIP
         >>> report.total == os.path.getsize("model.cnl")           # doctest: +SKIP
         True
     """
-    data, report = _encode_model(model, huffman)
+    data, report = _encode_model(model, huffman, codecs)
     with open(os.fspath(path), "wb") as f:
         f.write(data)
     return report
@@ -423,6 +546,33 @@ class StreamSize:
     bytes: int
 
 
+CATEGORIES = ("positions", "codes", "tables", "codebooks", "scales", "raw floats", "biases",
+              "manifest", "architecture", "container")
+"""Where the bytes of a file go (:meth:`SizeReport.by_category`): the positions of the
+non-zeros, integer codes (cluster indices, quantized codes), code tables (Huffman lengths,
+rANS frequencies, mapped values), codebooks, per-channel scales, weights stored as float32,
+all streams of the biases, and the file's manifest, architecture and container."""
+
+
+def stream_category(weight: str, stream: str) -> str:
+    """The :data:`CATEGORIES` entry of one stream of one weight."""
+    if weight in ("manifest", "architecture", "container"):
+        return weight
+    if weight.rsplit("/", 1)[-1] == "bias":
+        return "biases"
+    if stream.endswith(".table"):
+        return "tables"
+    if stream.startswith("positions"):
+        return "positions"
+    if stream.startswith("values.codebook"):
+        return "codebooks"
+    if stream == "values.scales":
+        return "scales"
+    if stream == "values":
+        return "raw floats"
+    return "codes"
+
+
 @dataclass
 class SizeReport:
     """Where the bytes of a compressed file go.
@@ -430,10 +580,14 @@ class SizeReport:
     Attributes:
         total: size of the whole file in bytes (equals the size on disk).
         rows: one :class:`StreamSize` per stream, plus ``manifest``, ``architecture`` and
-            ``container`` (zip headers and checksum) rows; their bytes sum to ``total``.
+            ``container`` (header and checksum) rows; their bytes sum to ``total``.
         float32_bytes: 4 bytes per stored weight element: the uncompressed reference.
         weights: per weight: path, shape, layout, value kind, number of stored values.
-        huffman: whether Huffman coding was allowed.
+        huffman: whether entropy coding was allowed.
+        codecs: the codec set the file was written with (``"all"``, ``"huffman"``, ``"fixed"``).
+        bounds: ``{(weight, stream): bytes}``, the order-0 entropy of what each integer
+            stream (and each position stream) codes: no code that codes each symbol by its
+            frequency alone needs fewer bytes (context models can, by using the order).
     """
 
     total: int
@@ -441,6 +595,35 @@ class SizeReport:
     float32_bytes: int
     weights: list[dict] = field(default_factory=list)
     huffman: bool = True
+    codecs: str = "all"
+    bounds: dict = field(default_factory=dict)
+
+    def by_category(self) -> dict[str, dict[str, float]]:
+        """Per :data:`CATEGORIES` entry (those with bytes): ``{"bytes": ..., "bound": ...}``
+        (``bound``: the entropy bounds of its streams that have one, plus the bytes of those
+        that have none, e.g. float32 values and tables)."""
+        out: dict[str, dict[str, float]] = {}
+        for r in self.rows:
+            cat = stream_category(r.weight, r.stream)
+            row = out.setdefault(cat, {"bytes": 0, "bound": 0.0})
+            row["bytes"] += r.bytes
+            row["bound"] += self.bounds.get((r.weight, r.stream), r.bytes)
+        return {c: out[c] for c in CATEGORIES if c in out}
+
+    def streams_table(self) -> str:
+        """A plain-text table of every stream: weight, stream, category, bytes, entropy bound."""
+        lines = [f"{'weight':<26}{'stream':<26}{'category':<13}{'bytes':>9}{'bound':>10}"]
+        for r in self.rows:
+            bound = self.bounds.get((r.weight, r.stream))
+            b = "" if bound is None else f"{bound:,.0f}"
+            lines.append(f"{r.weight:<26}{r.stream:<26}{stream_category(r.weight, r.stream):<13}"
+                         f"{r.bytes:>9,}{b:>10}")
+        lines.append("")
+        lines.append(f"{'category':<26}{'bytes':>9}{'bound':>10}")
+        for cat, row in self.by_category().items():
+            lines.append(f"{cat:<26}{row['bytes']:>9,}{row['bound']:>10,.0f}")
+        lines.append(f"{'total':<26}{self.total:>9,}")
+        return "\n".join(lines)
 
     @property
     def weight_bytes(self) -> int:
@@ -494,16 +677,18 @@ class SizeReport:
         return pd.DataFrame([r.__dict__ for r in self.rows])
 
     def __str__(self) -> str:
-        lines = [f"{'weight':<24}{'encoding':<34}{'bytes':>9}"]
+        width = max([24] + [len(w["path"]) + 2 for w in self.weights])
+        enc = max([34] + [len(w["encoding"]) + 2 for w in self.weights])
+        lines = [f"{'weight':<{width}}{'encoding':<{enc}}{'bytes':>9}"]
         by_weight: dict[str, int] = {}
         for r in self.rows:
             by_weight[r.weight] = by_weight.get(r.weight, 0) + r.bytes
         for w in self.weights:
-            lines.append(f"{w['path']:<24}{w['encoding']:<34}{by_weight.get(w['path'], 0):>9,}")
+            lines.append(f"{w['path']:<{width}}{w['encoding']:<{enc}}{by_weight.get(w['path'], 0):>9,}")
         for r in self.rows:
             if r.layer == "(file)":
-                lines.append(f"{r.weight:<24}{'':<34}{r.bytes:>9,}")
-        lines.append(f"{'total':<24}{'':<34}{self.total:>9,}")
+                lines.append(f"{r.weight:<{width}}{'':<{enc}}{r.bytes:>9,}")
+        lines.append(f"{'total':<{width}}{'':<{enc}}{self.total:>9,}")
         lines.append(f"float32 weights {self.float32_bytes:,} B: {self.ratio:.1f}x smaller "
                      f"({self.weight_ratio:.1f}x counting weight streams only)")
         return "\n".join(lines)
@@ -517,32 +702,39 @@ class SizeReport:
 
 def _describe(entry: dict) -> str:
     v = entry["values"]
-    kind = {"raw": np.dtype(entry["dtype"]).name, "codebook": f"codebook {v.get('size')}",
+    book = v.get("book", {}).get("kind", "f32")
+    kind = {"raw": np.dtype(entry["dtype"]).name,
+            "codebook": f"codebook {v.get('size')}" + ("" if book == "f32" else f" {book}"),
             "affine": "int codes, 1 scale",
             "affine_channel": f"int codes, scale/ch axis {v.get('axis', len(entry['shape']) - 1)}",
             }.get(v["kind"], v["kind"])
     for key in ("indices", "codes"):
         if key in v:
-            kind += f" ({_codec_name(v[key])})"
+            kind += f" ({_int_codec(v[key])})"
     if entry["layout"] == "sparse":
         p = entry["positions"]
-        pos = "bitmask" if p["kind"] == "bitmask" else f"rel {p['bits']}b" + (
-            "" if p["entries"]["codec"] == "fixed" else " " + _codec_name(p["entries"]))
+        if p["kind"] == "relative":
+            pos = f"rel {p['bits']}b" + ("" if p["entries"]["codec"] == "fixed"
+                                         else " " + _int_codec(p["entries"]))
+        elif p["kind"] == "context":
+            pos = f"mask ctx {p.get('model')}"
+        else:
+            pos = p["kind"]
         return f"sparse {pos}, {kind}"
     return kind
 
 
-def _codec_name(spec: dict) -> str:
+def _int_codec(spec: dict) -> str:
     return {"fixed": f"{spec.get('bits')} bit", "mapped": f"{spec.get('bits')} bit mapped",
             }.get(spec["codec"], spec["codec"])
 
 
 def _report(manifest: dict, rows: list[StreamSize], sizes: dict[str, int], total: int,
-            huffman: bool) -> SizeReport:
+            bounds: dict | None = None) -> SizeReport:
     rows = list(rows)
     rows.append(StreamSize("(file)", "manifest", "manifest.json", sizes["manifest.json"]))
     rows.append(StreamSize("(file)", "architecture", "model.json", sizes["model.json"]))
-    rows.append(StreamSize("(file)", "container", "zip+sha256", total - sum(r.bytes for r in rows)))
+    rows.append(StreamSize("(file)", "container", "header+sha256", total - sum(r.bytes for r in rows)))
     weights, float32 = [], 0
     for e in manifest["weights"]:
         n = int(np.prod(e["shape"], dtype=np.int64))
@@ -550,7 +742,13 @@ def _report(manifest: dict, rows: list[StreamSize], sizes: dict[str, int], total
         weights.append({"path": e["path"], "shape": tuple(e["shape"]), "layout": e["layout"],
                         "values": e["values"]["kind"], "size": n,
                         "stored": int(e.get("nonzero", n)), "encoding": _describe(e)})
-    return SizeReport(total, rows, float32, weights, huffman)
+    codecs = manifest.get("codecs")
+    if codecs is None:  # versions 1, 2: a flag, or (version 1) nothing
+        huffman = manifest.get("huffman")
+        if huffman is None:
+            huffman = any(_codecs_of(e) & {"huffman"} for e in manifest["weights"])
+        codecs = "huffman" if huffman else "fixed"
+    return SizeReport(total, rows, float32, weights, codecs != "fixed", codecs, dict(bounds or {}))
 
 
 def _codecs_of(spec: Any) -> set[str]:
@@ -565,13 +763,16 @@ def _codecs_of(spec: Any) -> set[str]:
     return set()
 
 
-def compressed_size(obj: Any, *, huffman: bool = True) -> SizeReport:
+def compressed_size(obj: Any, *, huffman: bool = True, codecs: str | None = None,
+                    bounds: bool = False) -> SizeReport:
     """The size of ``obj`` in the compressed format, with a per-layer, per-stream breakdown.
 
     Args:
         obj: a Keras model (encoded in memory exactly as :func:`save_compressed` writes it)
             or the path of a compressed file (read and checked).
-        huffman: for a model, allow Huffman coding (``False``: fixed-width integer streams).
+        huffman / codecs: for a model, the codecs allowed (see :func:`save_compressed`).
+        bounds: for a file, also compute each stream's entropy bound (decodes every weight;
+            a model's report always has them).
 
     Returns:
         A :class:`SizeReport` whose ``total`` equals the file's size on disk.
@@ -583,14 +784,19 @@ def compressed_size(obj: Any, *, huffman: bool = True) -> SizeReport:
     import keras
 
     if isinstance(obj, keras.Model):
-        return _encode_model(obj, huffman)[1]
+        return _encode_model(obj, huffman, codecs)[1]
     if not isinstance(obj, (str, os.PathLike)):
         raise TypeError(f"obj must be a keras.Model or a file path, got {type(obj).__name__}")
     data = _read(obj)
-    manifest, _, _, sizes = _verify_and_open(data)
+    manifest, _, blob, sizes = _verify_and_open(data)
     rows = [StreamSize(_layer_of(e["path"]), e["path"], name, length)
             for e in manifest["weights"] for name, _, length in e["streams"]]
-    uses_huffman = manifest.get("huffman")
-    if uses_huffman is None:  # format version 1 has no field: look for a Huffman-coded stream
-        uses_huffman = any(_codecs_of(e) & {"huffman"} for e in manifest["weights"])
-    return _report(manifest, rows, sizes, len(data), uses_huffman)
+    report = _report(manifest, rows, sizes, len(data))
+    if bounds:
+        arrays = _decode_weights(manifest, blob)
+        names = {(r.weight, r.stream) for r in rows}
+        for path, arr in arrays.items():  # the encoder computes the bounds as it encodes
+            info: dict = {}
+            encode_array(arr, codecs=report.codecs, info=info)
+            report.bounds.update({(path, k): v for k, v in info.items() if (path, k) in names})
+    return report

@@ -61,13 +61,46 @@ def test_report_renders_and_accounts_bytes(trained_mlp, digits, tmp_path):
 def test_deep_compression_preset(trained_mlp, digits):
     small, report = pipeline.deep_compression(trained_mlp, digits, prune_rounds=1, fine_tune_epochs=1,
                                               cluster_epochs=1, fc_bits=4)
-    assert [r["stage"] for r in report.rows] == ["input", "pruned (P)", "P+Q", "P+Q+H"]
+    assert [r["stage"] for r in report.rows] == ["input", "pruned (P)", "P+Q", "P+Q+H", "P+Q+E"]
     k = _kernels(small)
     assert np.mean(k["fc1/kernel"] == 0) == pytest.approx(0.92, abs=0.01)
     assert all(np.unique(v[v != 0]).size <= 16 for v in k.values())
-    pq, pqh = report.rows[2], report.rows[3]
-    assert pqh["cnl_weight_bytes"] <= pq["cnl_weight_bytes"]
+    pq, pqh, pqe = report.rows[2], report.rows[3], report.rows[4]
+    assert pqe["cnl_weight_bytes"] <= pqh["cnl_weight_bytes"] <= pq["cnl_weight_bytes"]
+    assert pqe["accuracy"] == pqh["accuracy"] == pq["accuracy"]  # one model, stored three ways
+    assert [pq["size"].codecs, pqh["size"].codecs, pqe["size"].codecs] == ["fixed", "huffman", "all"]
     assert pqh["cnl_bytes"] < report.rows[1]["cnl_bytes"] < report.rows[0]["cnl_bytes"]
+    # 8-bit biases and shared values: each bias vector on one grid of at most 255 values
+    for v in small.weights:
+        if v.path.endswith("bias"):
+            assert np.unique(np.asarray(v)).size <= 255
+
+
+@needs
+def test_quantize_extras_rounds_biases_and_shared_values(trained_mlp):
+    import compressnet_lite as cnl
+
+    shared = cnl.clustering.strip_clustering(cnl.clustering.cluster_weights(
+        cnl.pruning.strip(cnl.pruning.prune(trained_mlp, 0.5)), 16))
+    before = [np.array(w) for w in shared.get_weights()]
+    rounded = pipeline.quantize_extras(shared, bias_bits=4, codebook_bits=6)
+    for a, b in zip(shared.get_weights(), before):  # the caller's model is untouched
+        np.testing.assert_array_equal(a, b)
+    for layer in ("fc1", "fc2", "out"):
+        k0, b0 = shared.get_layer(layer).get_weights()
+        k, b = rounded.get_layer(layer).get_weights()
+        np.testing.assert_array_equal(k == 0, k0 == 0)                    # zeros kept
+        assert np.unique(k[k != 0]).size <= np.unique(k0[k0 != 0]).size   # no new values
+        step = np.abs(k0).max() / 31
+        assert np.abs(k - k0).max() <= step / 2 + 1e-7                    # 6-bit grid
+        assert np.abs(b - b0).max() <= np.abs(b0).max() / 7 / 2 + 1e-7      # 4-bit grid
+    untouched = pipeline.quantize_extras(shared, bias_bits=None, codebook_bits=None)
+    for a, b in zip(untouched.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="bias_bits must be in 2..16"):
+        pipeline.quantize_extras(shared, bias_bits=1)
+    with pytest.raises(ValueError, match="no layer named 'nope'"):
+        pipeline.quantize_extras(shared, layers=["nope"])
 
 
 @pytest.mark.parametrize("step, module", [

@@ -116,19 +116,26 @@ def test_other_files_are_rejected(tmp_path):
         storage.compressed_size(42)
 
 
-def _rewrite(data: bytes, name: str, content: bytes) -> bytes:
-    """Replace one archive entry and re-seal the checksum, as a forger would."""
-    import io
-    import zipfile
+def _records(data: bytes) -> list[bytes]:
+    """The three records of a version-3 file: manifest and architecture (inflated), streams."""
+    pos, lengths = 4, []
+    for _ in range(3):
+        n, pos = storage._read_varint(data, pos)
+        lengths.append(n)
+    out = []
+    for n in lengths:
+        out.append(data[pos:pos + n])
+        pos += n
+    return [storage._inflate(out[0]), storage._inflate(out[1]), out[2]]
 
-    src = zipfile.ZipFile(io.BytesIO(data))
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for info in src.infolist():
-            zf.writestr(info, content if info.filename == name else src.read(info.filename))
-    raw = buf.getvalue()
-    head = raw[:-2] + (32).to_bytes(2, "little")
-    return head + hashlib.sha256(head).digest()
+
+def _rewrite(data: bytes, name: str, content: bytes, version: int = 3) -> bytes:
+    """Replace the manifest or the architecture and re-seal the checksum, as a forger would."""
+    manifest, arch, blob = _records(data)
+    manifest, arch = (content, arch) if name == "manifest.json" else (manifest, content)
+    records = [storage._deflate(manifest), storage._deflate(arch), blob]
+    body = b"CNL" + bytes([version]) + b"".join(storage._varint(len(r)) for r in records) + b"".join(records)
+    return body + hashlib.sha256(body).digest()
 
 
 def test_code_in_a_resealed_file_is_never_executed(small_file, tmp_path):
@@ -145,10 +152,19 @@ def test_code_in_a_resealed_file_is_never_executed(small_file, tmp_path):
     path.write_bytes(_rewrite(small_file, "model.json", arch))
     with pytest.raises(CorruptFileError, match="architecture"):
         storage.load_compressed(path)
-    path.write_bytes(_rewrite(small_file, "manifest.json", b'{"format": "compressnet-lite", "version": 99}'))
-    with pytest.raises(CorruptFileError, match="version 99"):
-        storage.load_compressed(path)
     del src
+
+
+def test_files_of_a_newer_version_are_refused_clearly(small_file, tmp_path):
+    path = tmp_path / "future.cnl"
+    manifest = _manifest(small_file)
+    path.write_bytes(_rewrite(small_file, "manifest.json", json.dumps(manifest).encode(), version=99))
+    with pytest.raises(CorruptFileError, match="unsupported format version 99 .*newer compressnet-lite"):
+        storage.load_compressed(path)
+    manifest["format"] = "something-else"
+    path.write_bytes(_rewrite(small_file, "manifest.json", json.dumps(manifest).encode()))
+    with pytest.raises(CorruptFileError, match="no format tag"):
+        storage.load_compressed(path)
 
 
 def test_lambda_and_unregistered_layers_cannot_be_saved(tmp_path):
@@ -240,17 +256,23 @@ def test_files_of_format_version_1_still_load():
 # ---------------------------------------------------------------------------- weights by path
 
 def _manifest(data: bytes) -> dict:
-    import io
-    import zipfile
-
-    return json.loads(zipfile.ZipFile(io.BytesIO(data)).read("manifest.json"))
+    return json.loads(_records(data)[0])
 
 
 def test_weights_are_matched_by_path_not_by_position(small_file, tmp_path):
-    manifest = _manifest(small_file)
+    manifest_json, arch, blob = _records(small_file)
+    manifest = json.loads(manifest_json)
+    segments, pos = [], 0
+    for entry in manifest["weights"]:  # each weight's streams follow one another
+        n = sum(length for _, length in entry["streams"])
+        segments.append(blob[pos:pos + n])
+        pos += n
     manifest["weights"] = manifest["weights"][::-1]  # same weights, other order
+    records = [storage._deflate(json.dumps(manifest).encode()), storage._deflate(arch),
+               b"".join(segments[::-1])]
+    body = b"CNL\x03" + b"".join(storage._varint(len(r)) for r in records) + b"".join(records)
     path = tmp_path / "reordered.cnl"
-    path.write_bytes(_rewrite(small_file, "manifest.json", json.dumps(manifest).encode()))
+    path.write_bytes(body + hashlib.sha256(body).digest())
     loaded = storage.load_compressed(path)
     for a, b in zip(loaded.get_weights(), _small_model().get_weights()):
         assert a.tobytes() == (b + np.float32(0)).tobytes()
@@ -351,3 +373,44 @@ def test_compile_settings_are_not_stored(tmp_path):
     models.compile_model(m)
     storage.save_compressed(m, tmp_path / "compiled.cnl")
     assert (tmp_path / "plain.cnl").read_bytes() == (tmp_path / "compiled.cnl").read_bytes()
+
+
+# ---------------------------------------------------------------------------- format version 3
+
+def test_container_and_records_are_small(tmp_path):
+    m = models.lenet_300_100(input_shape=(64,))
+    report = storage.save_compressed(m, tmp_path / "l.cnl")
+    cats = report.by_category()
+    assert cats["architecture"]["bytes"] < 120   # deflated against the preset dictionary
+    assert cats["container"]["bytes"] < 48       # header + SHA-256
+    assert cats["manifest"]["bytes"] < 200
+    assert sum(c["bytes"] for c in cats.values()) == report.total == (tmp_path / "l.cnl").stat().st_size
+    assert (tmp_path / "l.cnl").read_bytes()[:4] == b"CNL\x03"
+
+
+@pytest.mark.parametrize("codecs", ["all", "huffman", "fixed"])
+def test_codec_sets_round_trip_and_order(codecs, tmp_path):
+    m = _small_model()
+    report = storage.save_compressed(m, tmp_path / f"{codecs}.cnl", codecs=codecs)
+    assert report.codecs == codecs == storage.compressed_size(tmp_path / f"{codecs}.cnl").codecs
+    loaded = storage.load_compressed(tmp_path / f"{codecs}.cnl")
+    for a, b in zip(loaded.get_weights(), m.get_weights()):
+        assert a.tobytes() == (b + np.float32(0)).tobytes()
+    sizes = {c: storage.compressed_size(m, codecs=c).total for c in ("all", "huffman", "fixed")}
+    assert sizes["all"] <= sizes["huffman"] <= sizes["fixed"]
+    with pytest.raises(ValueError, match="codecs must be one of"):
+        storage.compressed_size(m, codecs="zip")
+
+
+def test_entropy_bounds_of_a_file_match_those_of_its_model(tmp_path):
+    m = _small_model()
+    report = storage.save_compressed(m, tmp_path / "b.cnl")
+    from_file = storage.compressed_size(tmp_path / "b.cnl", bounds=True)
+    assert report.bounds and from_file.bounds == pytest.approx(report.bounds)
+    assert storage.compressed_size(tmp_path / "b.cnl").bounds == {}
+    for (weight, stream), bound in report.bounds.items():
+        row = next(r for r in report.rows if (r.weight, r.stream) == (weight, stream))
+        if storage.stream_category(weight, stream) == "positions" and "ctx" not in str(report):
+            assert row.bytes >= bound - 1e-6
+    text = report.streams_table()
+    assert "category" in text and "fc1/kernel" in text
