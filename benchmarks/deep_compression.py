@@ -183,9 +183,11 @@ def _print(args, name, data, epochs, runs, dense_correct, elapsed) -> None:
     diff = stats.paired_difference(acc_a, acc_b, names=("after", "before")) if n > 1 else None
     size_diff = stats.paired_difference(fa, fb, names=("after", "before"), scale=1, unit="bytes") \
         if n > 1 else None
+    interval = (f"; paired difference {size_diff.mean:+,.0f} bytes [95% CI {size_diff.low:+,.0f}, "
+                f"{size_diff.high:+,.0f}]") if size_diff else ""
     print(f"\nFile: {fb.mean():,.0f} -> {fa.mean():,.0f} bytes on average "
           f"({fa.mean() / fb.mean() - 1:+.1%}; {fa.mean() / TODAY - 1:+.1%} against the {TODAY:,} "
-          f"bytes of {args.before}'s benchmark run){'; ' + str(size_diff) if size_diff else ''}.")
+          f"bytes of {args.before}'s benchmark run){interval}.")
     print(f"Pipeline time: {tb.mean():.1f} -> {ta.mean():.1f} s on average, "
           f"{tb.mean() / ta.mean():.1f}x faster (range {min(tb / ta):.1f}-{max(tb / ta):.1f}x).")
     print(f"Accuracy: {pooled}" + (f"; over seeds: {diff}" if diff else "") + ".\n")

@@ -575,7 +575,9 @@ def quantize_extras(model: keras.Model, bias_bits: int | None = 8, codebook_bits
     Each bias vector becomes ``bias_bits``-bit symmetric codes with one scale
     (:func:`compressnet_lite.quantization.quantize`); each layer's distinct non-zero kernel
     values (its codebook, after weight sharing) are rounded the same way with
-    ``codebook_bits`` bits, so the kernel keeps at most as many values and its zeros.
+    ``codebook_bits`` bits, so the kernel keeps at most as many values and exactly its zeros
+    (a value that would round to 0 takes the smallest code of its sign instead). A bias
+    may round to 0.
     :mod:`compressnet_lite.storage` then stores biases and codebooks as small integer codes
     instead of float32. The paper's byte counts leave biases out; the codebooks are in them.
 
@@ -604,7 +606,10 @@ def quantize_extras(model: keras.Model, bias_bits: int | None = 8, codebook_bits
         if codebook_bits is not None and weights and np.any(weights[0]):
             kernel = weights[0]
             values, index = np.unique(kernel[kernel != 0], return_inverse=True)
-            rounded = quantization.dequantize(quantization.quantize(values, codebook_bits))
+            qt = quantization.quantize(values, codebook_bits)
+            q = np.asarray(qt.q).astype(np.int64)
+            q = np.where(q == 0, np.sign(values).astype(np.int64), q)  # no new zeros
+            rounded = quantization.dequantize(qt._replace(q=q.astype(qt.q.dtype)))
             kernel[kernel != 0] = rounded[index]
             weights[0] = kernel
         if bias_bits is not None and getattr(target, "use_bias", False) and np.any(weights[-1]):
