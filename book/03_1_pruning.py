@@ -447,9 +447,7 @@ assert vs["gradual", "iterative"].verdict != "gradual better"
 # * At 95% every schedule loses several points against the dense model, and the schedule
 #   matters: Han et al.'s three prune-retrain rounds beat one cut followed by the same
 #   6 epochs of fine-tuning, on the paired statistic. The gradual cubic schedule, on the
-#   other hand, is **indistinguishable here** from the one-shot cut. (A single seed of an
-#   earlier version of this chapter showed gradual pruning three points ahead of one-shot
-#   at 95%; over five seeds that difference is within the noise.) Against the iterative
+#   other hand, is **indistinguishable here** from the one-shot cut. Against the iterative
 #   rounds the gradual schedule's interval lies below zero in this run, but ends close to
 #   it: weak evidence, which we have not traced to a cause. Gale et al.
 #   {cite}`gale2019state` find schedules matter most at extreme sparsity on large models
@@ -708,10 +706,11 @@ assert growth.low > 1
 #
 # ## Structured pruning: a smaller, faster model
 #
-# `prune_neurons` scores each unit (here by the L1 norm of its incoming weights) and removes
-# the lowest ones with `surgery.keep_units`, which also deletes the matching rows of the next
-# layer's kernel. The result is an ordinary, smaller Keras model, numerically identical to
-# the original with those units' outgoing weights zeroed:
+# `prune_neurons` scores each unit (by default the L1 norm of its weights, averaged over the
+# layers that hold them: its column of incoming weights and its row of outgoing weights,
+# `P.neuron_scores`) and removes the lowest ones with the shared surgery, which also deletes
+# the matching rows of the next layer's kernel. The result is an ordinary, smaller Keras
+# model, numerically identical to the original with those units' outgoing weights zeroed:
 
 # %%
 show_source(cnl.surgery.fold_inputs)
@@ -721,7 +720,7 @@ lenet0 = bases[0]
 small = P.prune_neurons(lenet0, 0.5)
 zeroed = cnl.models.clone(lenet0)
 for name, nxt in [("fc1", "fc2"), ("fc2", "out")]:
-    scores = P.l1_scores(lenet0.get_layer(name).get_weights()[0])
+    scores = P.neuron_scores(lenet0, name)  # what prune_neurons ranks by
     removed = np.flatnonzero(P.score_mask(scores, 0.5) == 0)
     k, b = zeroed.get_layer(nxt).get_weights()
     k[removed] = 0.0
@@ -805,12 +804,12 @@ assert all(d.verdict != f"{c} better" for c, d in neuron_d.items())
 assert neuron["l1"].mean() == max(v.mean() for v in neuron.values())
 
 # %% [markdown]
-# On this small ReLU network the L1 norm of the incoming weights has the highest mean at
-# 50%, and no criterion beats it. But the activation-based scores vary so much from seed to
-# seed (a few seeds collapse, others do not) that their paired intervals against L1 include
-# zero (for L2 only just): with five seeds the four are **indistinguishable here** (an earlier single-seed
-# version of this chapter called L1 the best and APoZ the worst). APoZ was designed for
-# large convolutional networks with many rarely-active units. Fine-tuning recovers most of
+# On this small ReLU network the L1 score has the highest mean at 50%, and no criterion
+# beats it on the paired statistic. L1 and L2 are indistinguishable here. The
+# activation-based scores are far lower on average, but they vary so much from seed to
+# seed (a few seeds collapse, others do not) that their intervals against L1 are tens of
+# points wide, with lower ends near zero: five seeds rank them only loosely. APoZ was
+# designed for large convolutional networks with many rarely-active units. Fine-tuning recovers most of
 # the loss of any of them (for L1, the table above).
 
 # %% [markdown]
@@ -853,8 +852,9 @@ assert nm_d.low > -0.02
 # ## Bytes on disk
 #
 # Zeros only save space when the file format skips them. `sparse_bytes` writes the weights
-# four ways and measures the files: all dense float32 (`.npz`), a bitmask plus the non-zero
-# values, the `.keras` file, and the `.keras` file gzipped.
+# four ways and measures the files: all dense float32 (`.npz`), the library's compressed
+# format (each kernel's non-zeros with their positions, stored as a bitmask or as relative
+# indices, whichever is smaller), the `.keras` file, and the `.keras` file gzipped.
 
 # %% tags=["nbval-ignore-output"]
 sizes = pd.DataFrame({
@@ -862,7 +862,7 @@ sizes = pd.DataFrame({
     "95% gradual": P.sparse_bytes(at_95["gradual"][0])._asdict()}).T
 print(sizes.to_string())
 gain = sizes.loc["dense LeNet", "dense"] / sizes.loc["95% gradual", "sparse"]
-print(f"bitmask file: {gain:.1f}x smaller than the dense one")
+print(f"compressed file: {gain:.1f}x smaller than the dense one")
 
 # %%
 dense_b, sparse_b = sizes.loc["dense LeNet"], sizes.loc["95% gradual"]
@@ -872,8 +872,10 @@ assert sparse_b["keras_gzip"] < dense_b["keras_gzip"] / 4  # runs of zeros
 
 # %% [markdown]
 # A bitmask costs one bit per weight plus 32 bits per survivor: at 95% sparsity that is
-# $0.05 \cdot 32 + 1 = 2.6$ bits per weight instead of 32 (12.3x less); the biases, kept
-# dense, and the file's headers make the measured gain smaller.
+# $0.05 \cdot 32 + 1 = 2.6$ bits per weight instead of 32 (12.3x less). At this sparsity
+# relative indices, a few bits per survivor, cost less than the bitmask's bit per weight,
+# which the format uses where it pays; the biases, kept dense, and the file's headers pull
+# the other way.
 # Gzip of the dense model gains almost nothing (float mantissas look random), but gzip finds
 # the runs of zeros in the pruned model. Relative indices, quantized values and Huffman
 # coding {cite}`han2016deep` go further; see {doc}`03_5_combining`.
