@@ -426,16 +426,17 @@ ax.axhline(teacher_acc, color="C2", ls=":", label="teacher")
 ax.set_xticks(range(len(labels)), ["alone", "distilled T=1", "distilled T=4",
                                    "logit matching"])
 ax.set(ylabel="test accuracy",
-       title="Student: mean and 95% interval over 5 seeds (dots: each seed)")
+       title=f"Student: mean and 95% interval over {len(SEEDS)} seeds "
+             "(dots: each seed)")
 ax.legend(loc="lower right")
 plt.show()
 
 # %%
 # The claims the text makes, checked on every run of this notebook:
-for name in ("T=4", "logits"):
-    assert gains[name].verdict == f"{name} better"  # soft targets beat labels
+assert gains["T=4"].verdict == "T=4 better"  # soft targets beat labels
 assert between["T=4 vs T=1"].verdict == "T=4 better"  # T=1 gives less
-assert between["logits vs T=4"].verdict == stats.INDISTINGUISHABLE
+assert gains["logits"].verdict != "alone better"
+assert between["logits vs T=4"].verdict != "logits better"
 assert 0 < closed.low and closed.high < 1  # part of the gap to the teacher
 
 # %% [markdown]
@@ -447,8 +448,11 @@ assert 0 < closed.low and closed.high < 1  # part of the gap to the teacher
 #   what a CNN trained on shifted digits knows, and it sees only the original images.
 # * $T = 1$ helps less than $T = 4$ (the paired difference between the two excludes zero):
 #   the soft targets are then almost the hard labels.
-# * Logit matching, the high-temperature limit, also beats the student alone, and it is
-#   indistinguishable here from $T = 4$.
+# * Logit matching, the high-temperature limit, lies between: its mean is above the
+#   student alone and below $T = 4$. In the run printed above its interval against the
+#   student alone includes zero and the one against $T = 4$ only just excludes it, so ten
+#   seeds rank it weakly; what the code checks is that it is neither worse than the labels
+#   alone nor better than $T = 4$.
 #
 # ### The weight of the true labels, and offline distillation
 #
@@ -459,7 +463,7 @@ assert 0 < closed.low and closed.high < 1  # part of the gap to the teacher
 # unaugmented images: the teacher's outputs for an image never change. `teacher_targets`
 # computes them; `SoftTargetLoss` is the $T^2$-scaled KL divergence against the cached
 # targets; the pair feeds a `tf.data` pipeline. The check below compares the two losses on
-# one batch, then trains five offline students ($T = 4$, $\alpha = 0$), each costing a
+# one batch, then trains ten offline students ($T = 4$, $\alpha = 0$), each costing a
 # fraction of an online run since the teacher is never evaluated again.
 
 # %% tags=["nbval-ignore-output"]
@@ -568,13 +572,14 @@ for d in ptq.values():
     print(d)
 
 # %%
-assert ptq[4].mean < gains["T=4"].mean  # the float lead shrinks
-assert ptq[2].verdict != "distilled, 2 bits better"
+assert ptq[4].verdict == "distilled, 4 bits better"  # the lead survives 4 bits
+assert ptq[2].verdict != "distilled, 2 bits better"  # and is gone at 2
 
 # %% [markdown]
-# The lead does not survive quantization intact: the printed intervals show it shrinking as
-# the grid gets coarser, and at 2 bits post-training quantization wrecks every student. We
-# have not measured why the distilled students suffer more; one candidate is that matching
+# The lead survives 4-bit post-training quantization (its interval excludes zero), is within
+# the noise at 3 bits, and at 2 bits post-training quantization wrecks every student, the
+# distilled ones no less than the others (in the run above, more). We have not measured why
+# the distilled students would suffer more; one candidate is that matching
 # the teacher's soft targets gives the student larger and more spread weights, which a coarse
 # grid represents worse. Compression steps interact, and each combination has to be measured
 # ({doc}`03_5_combining`). The combination that respects a low-bit budget is to distill
@@ -591,9 +596,9 @@ assert ptq[2].verdict != "distilled, 2 bits better"
 # * Keras 3.15's `LogitsDistillation` with its default loss computes something else than its
 #   documentation suggests; checking a loss on a hand-worked example finds this in a minute.
 # * On little data, with a strong regularized teacher, distillation gave a small MLP (far
-#   fewer parameters and multiply-adds than the teacher) about a point of test accuracy, on
-#   five paired seeds. It is a regularizer, not magic: it does not make the student as good
-#   as the teacher, and its lead shrank under post-training quantization.
+#   fewer parameters and multiply-adds than the teacher) under a point of test accuracy, on
+#   ten paired seeds. It is a regularizer, not magic: it does not make the student as good
+#   as the teacher, and its lead was gone after 2-bit post-training quantization.
 #
 # ## Exercises
 #
