@@ -1,5 +1,10 @@
 """One import that sets up a chapter: seeds, print precision, quiet logs, plot style.
 
+Also the chapters' one way of comparing two latencies on a shared, noisy machine
+(:func:`time_rounds`, :func:`latency_ratio`): interleaved rounds, and the geometric mean
+of the per-round ratio with a paired t interval, so that a claim "A is faster than B"
+rests on an interval, not on one lucky round.
+
 Example:
     >>> from compressnet_lite.notebook import setup, show_source
     >>> setup()  # doctest: +SKIP
@@ -7,16 +12,17 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import os
 import warnings
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
 
 import keras
 import numpy as np
 
-__all__ = ["setup", "show_source", "SEED"]
+__all__ = ["setup", "show_source", "SEED", "time_rounds", "latency_ratio", "LatencyRatio"]
 
 SEED = 0
 
@@ -68,3 +74,131 @@ def _running_kernel() -> str:
         return type(shell).__module__ if shell is not None else ""
     except ImportError:
         return ""
+
+
+# --------------------------------------------------------------------------- timing
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyRatio:
+    """Latency of A over latency of B: geometric mean of per-round ratios, with an interval.
+
+    Attributes:
+        ratio, low, high: ``exp`` of the mean of ``log(t_a / t_b)`` over rounds and of its
+            t interval's ends (below 1: A is faster).
+        rounds: paired rounds. confidence: the interval's level.
+        a_ms, b_ms: median latency of A and of B over the rounds, in milliseconds.
+        names: what A and B are called.
+    """
+
+    ratio: float
+    low: float
+    high: float
+    rounds: int
+    a_ms: float
+    b_ms: float
+    confidence: float = 0.95
+    names: tuple[str, str] = ("A", "B")
+
+    @property
+    def speedup(self) -> float:
+        """How many times faster A is than B (``1 / ratio``)."""
+        return 1.0 / self.ratio
+
+    @property
+    def verdict(self) -> str:
+        """``"<A> faster"`` if the whole interval is below 1, ``"<B> faster"`` if above,
+        else ``"indistinguishable here"``."""
+        if self.high < 1.0:
+            return f"{self.names[0]} faster"
+        if self.low > 1.0:
+            return f"{self.names[1]} faster"
+        return "indistinguishable here"
+
+    def __str__(self) -> str:
+        a, b = self.names
+        return (f"{a} / {b} latency: {self.ratio:.2f}x [{self.confidence:.0%} CI "
+                f"{self.low:.2f}, {self.high:.2f}] over {self.rounds} rounds "
+                f"(medians {self.a_ms:.3g} and {self.b_ms:.3g} ms): {self.verdict}")
+
+
+def time_rounds(models: Mapping[str, Any], x: Any, *, rounds: int = 15, runs: int = 5,
+                warmup: int = 2) -> dict[str, np.ndarray]:
+    """Time several models on the same batch in interleaved rounds.
+
+    Each round times every model once (the median of ``runs`` calls, by
+    :func:`compressnet_lite.metrics.latency`); the order of the models rotates from round
+    to round, so that neither a slow start nor a load that drifts over the minute favours
+    one model. Rounds, not calls, are the unit a comparison pairs: a burst of load from
+    another process slows every model of that round alike.
+
+    Args:
+        models: name -> Keras model or callable taking ``x``.
+        x: one input batch.
+        rounds: number of rounds (>= 2).
+        runs: timed calls per model and round (>= 3).
+        warmup: untimed calls per model before its first round.
+
+    Returns:
+        name -> seconds per round, shape ``(rounds,)``.
+
+    Raises:
+        ValueError / TypeError: no models, or bad ``rounds``/``runs``/``warmup``.
+    """
+    from compressnet_lite import metrics
+    from compressnet_lite._checks import check_positive_int
+
+    rounds = check_positive_int(rounds, "rounds", minimum=2)
+    runs = check_positive_int(runs, "runs", minimum=3)
+    warmup = check_positive_int(warmup, "warmup", minimum=0)
+    if not isinstance(models, Mapping) or not models:
+        raise ValueError("models must be a non-empty mapping of name -> model")
+    names = list(models)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for name in names:  # trace and warm every model before any round counts
+        metrics.latency(models[name], x, runs=3, warmup=warmup)
+    for r in range(rounds):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            times[name].append(metrics.latency(models[name], x, runs=runs, warmup=0).median)
+    return {name: np.asarray(t) for name, t in times.items()}
+
+
+def latency_ratio(a: Sequence[float], b: Sequence[float], *, names: Sequence[str] = ("A", "B"),
+                  confidence: float = 0.95) -> LatencyRatio:
+    """Compare two latencies measured in the same rounds (see :func:`time_rounds`).
+
+    Latencies are compared on a log scale: the mean over rounds of ``log(a) - log(b)``
+    with its paired t interval (:func:`compressnet_lite.stats.paired_difference`),
+    exponentiated. A ratio of 0.6 [0.5, 0.7] means A takes 60% of B's time, and the
+    machine's noise cannot explain the difference.
+
+    Args:
+        a, b: seconds per round of A and of B, paired by round (same length, >= 2).
+        names: names of A and B for the text and the verdict.
+        confidence: level of the interval, in (0, 1).
+
+    Returns:
+        A :class:`LatencyRatio`.
+
+    Raises:
+        ValueError: different lengths, fewer than 2 rounds, or non-positive times.
+        TypeError: names that are not two strings.
+
+    Example:
+        >>> r = latency_ratio([1.0, 1.1, 0.9, 1.0], [2.0, 2.1, 2.0, 1.9], names=("new", "old"))
+        >>> round(r.ratio, 2), r.verdict
+        (0.5, 'new faster')
+    """
+    from compressnet_lite import stats
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise ValueError(f"a and b must be 1-D times of the same rounds, got shapes "
+                         f"{a.shape} and {b.shape}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b)) and a.min() > 0 and b.min() > 0):
+        raise ValueError("a and b must be positive, finite times")
+    d = stats.paired_difference(np.log(a), np.log(b), confidence, names=tuple(names))
+    return LatencyRatio(float(np.exp(d.mean)), float(np.exp(d.low)), float(np.exp(d.high)),
+                        d.n, float(np.median(a) * 1e3), float(np.median(b) * 1e3),
+                        d.confidence, d.names)

@@ -1,3 +1,4 @@
+import pytest
 import keras
 import numpy as np
 
@@ -24,3 +25,60 @@ def test_show_source_returns_the_function_source():
     shown = notebook.show_source(data.load_digits)
     text = getattr(shown, "data", shown)
     assert "def load_digits(" in text and "train_test_split" in text
+
+
+def _sleeper(seconds):
+    import time
+
+    def call(x):
+        time.sleep(seconds)
+        return x
+    return call
+
+
+def test_time_rounds_interleaves_and_returns_one_time_per_round():
+    times = notebook.time_rounds({"fast": _sleeper(0.001), "slow": _sleeper(0.004)},
+                                 np.zeros(3), rounds=4, runs=3, warmup=0)
+    assert set(times) == {"fast", "slow"} and times["fast"].shape == (4,)
+    assert np.all(times["fast"] < times["slow"])
+
+
+def test_latency_ratio_finds_the_faster_one():
+    times = notebook.time_rounds({"fast": _sleeper(0.001), "slow": _sleeper(0.004)},
+                                 np.zeros(3), rounds=5, runs=3, warmup=0)
+    r = notebook.latency_ratio(times["fast"], times["slow"], names=("fast", "slow"))
+    assert r.high < 1 and r.verdict == "fast faster" and r.speedup > 1.5
+    assert "fast / slow latency" in str(r) and "5 rounds" in str(r)
+    flipped = notebook.latency_ratio(times["slow"], times["fast"], names=("slow", "fast"))
+    assert flipped.verdict == "fast faster" and flipped.low > 1
+
+
+def test_latency_ratio_with_noise_only_is_indistinguishable():
+    rng = np.random.default_rng(0)
+    a, b = 1e-3 * (1 + 0.2 * rng.random(8)), 1e-3 * (1 + 0.2 * rng.random(8))
+    r = notebook.latency_ratio(a, b)
+    assert r.low < 1 < r.high and r.verdict == "indistinguishable here"
+
+
+@pytest.mark.parametrize("a, b, exc, match", [
+    ([1.0, 2.0], [1.0], ValueError, "same rounds"),
+    ([1.0], [1.0], ValueError, "at least 2"),
+    ([1.0, 0.0], [1.0, 1.0], ValueError, "positive"),
+    ([1.0, np.nan], [1.0, 1.0], ValueError, "positive"),
+], ids=["lengths", "one-round", "zero", "nan"])
+def test_latency_ratio_rejects_bad_times(a, b, exc, match):
+    with pytest.raises(exc, match=match):
+        notebook.latency_ratio(a, b)
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(models={}), ValueError, "models"),
+    (dict(rounds=1), ValueError, "rounds"),
+    (dict(runs=2), ValueError, "runs"),
+    (dict(warmup=-1), ValueError, "warmup"),
+], ids=["no-models", "one-round", "two-runs", "negative-warmup"])
+def test_time_rounds_rejects_bad_arguments(kwargs, exc, match):
+    args = dict(models={"a": _sleeper(0)}, x=np.zeros(1))
+    args.update(kwargs)
+    with pytest.raises(exc, match=match):
+        notebook.time_rounds(args.pop("models"), args.pop("x"), **args)
