@@ -22,21 +22,28 @@
 #
 # | | article's claim (5.1) | checked below by |
 # |---|---|---|
-# | S+1 | structure optimisation reduces model complexity and compute cost | parameters, MACs, latency |
-# | S+2 | it improves generalisation and model performance | test accuracy vs the dense model |
-# | S-1 | it may lose information and hurt performance | accuracy at strong compression |
-# | S-2 | it needs several rounds of training, increasing training time | wall time of fine-tuning |
-# | W+1 | weight optimisation reduces the number of parameters and storage cost | parameters, bytes on disk |
-# | W+2 | it makes the model faster | latency, Keras and TFLite int8 |
+# | S+1 | structure optimisation reduces complexity and compute | MACs, latency |
+# | S+2 | it improves generalisation and performance | accuracy vs the dense model |
+# | S-1 | it may lose information and hurt performance | accuracy at strong settings |
+# | S-2 | it needs several rounds of training | accuracy before/after fine-tuning, seconds |
+# | W+1 | weight optimisation reduces parameters and storage | parameters, bytes on disk |
+# | W+2 | it makes the model faster | MACs, latency (Keras, TFLite int8) |
 # | W-1 | it may reduce accuracy | accuracy at 8, 4, 2 bits |
 # | W-2 | it may cause vanishing or exploding gradients | gradient norms during QAT |
 #
-# Everything runs on the bundled 8x8 digits (1,347 training and 450 test images): the
-# article's MLP (`seed_mlp`, 6,570 parameters), LeNet-300-100 (50,610 parameters on 64 inputs)
-# and, where convolution matters (latency), LeNet-5. Settings are small so that the chapter
-# runs in about two minutes; with 450 test images one image is 0.22 percentage points and the
-# standard error of an accuracy near 97% is about 0.8 points, so differences below ~1.5 points
-# between single runs are noise.
+# The book follows the article's taxonomy: pruning, structured *or* unstructured, is
+# structure optimisation (it removes connections or units; {doc}`02_concepts`), even though
+# unstructured pruning leaves the dense shapes, and so the dense compute, unchanged.
+#
+# The data are those of `cnl.data.load()` (the bundled 8x8 digits by default: 1,347 training
+# and 450 test images; set `CNL_DATA=mnist:PATH` for MNIST). The sweep runs on LeNet-300-100
+# {cite}`lecun1998gradient`; latency, where convolution matters, on LeNet-5. On 450 test images
+# one image is 0.22 points and the standard error of an accuracy near 97% about 0.8 points,
+# so one training run decides nothing: every method is run with **five seeds** (initial
+# weights, data order), and every comparison is the mean *paired* difference over the seeds
+# (same seed, same starting model) with its 95% t interval
+# (`cnl.stats.paired_difference`). Where the interval contains zero the methods are
+# *indistinguishable here*.
 
 # %%
 import time
@@ -45,63 +52,67 @@ import keras
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import scipy.stats
 import tensorflow as tf
+from myst_nb import glue
 
 import compressnet_lite as cnl
-from compressnet_lite.notebook import setup
+from compressnet_lite import stats
+from compressnet_lite.notebook import latency_ratio, setup, time_rounds
 
 setup()
-digits = cnl.data.load_digits()
-steps_per_epoch = int(np.ceil(len(digits.x_train) / 32))
+data = cnl.data.load()               # $CNL_DATA, else the digits
+images = cnl.data.load(image=True)   # the same examples as images, for LeNet-5
+SEEDS = range(5)
+BATCH = 64
+steps_per_epoch = int(np.ceil(len(data.x_train) / BATCH))
+print(f"{len(data.x_train)} training and {len(data.x_test)} test examples, "
+      f"shape {data.input_shape}; one test image = "
+      f"{100 / len(data.x_test):.2f} points")
 
 # %% [markdown]
 # ## How each method is run and measured
 #
-# Each method starts from the same trained model and is fine-tuned for a few epochs where it
-# needs it (post-training quantization needs none). A small callback records the wall time of
-# every fine-tuning epoch: those are the training costs, shown with their spread further down.
-# Every result is measured the same way: test accuracy, parameters, non-zero weights, MACs
-# (multiply-adds per example) that *dense* kernels perform and that a *sparse* kernel would
-# perform (non-zero weights only), and bytes of the file written by
-# `cnl.storage.save_compressed` (sparse positions, integer codes, codebooks
-# and Huffman coding, whichever is cheapest for each array; a float32 model costs about 4 bytes
-# per parameter plus ~1.5 kB of architecture).
+# For each seed a dense LeNet-300-100 is trained for 10 epochs; every method starts from that
+# model and is fine-tuned for a few epochs where it needs it (post-training quantization
+# needs none). Every compressed model is measured the same way: the test images it
+# classifies correctly (kept, for paired comparisons), parameters, non-zero weights, MACs
+# (multiply-accumulates per example) that *dense* kernels perform and that a *sparse* kernel
+# would perform (non-zero weights only), and bytes of the file written by
+# `cnl.storage.save_compressed` (sparse positions, integer codes, codebooks and Huffman
+# coding, whichever is cheapest for each array; a float32 model costs about 4 bytes per
+# parameter plus ~1.5 kB of architecture). The wall time of every fine-tuning is recorded too:
+# the training costs.
 
 # %%
-class EpochTimer(keras.callbacks.Callback):
-    """Wall time of every epoch of a fit."""
-
-    def on_train_begin(self, logs=None):
-        self.times = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self._start)
+COST = {}     # method -> training seconds of each compressed model
+QAT_LOSS = {}  # seed -> training loss per epoch of the 2-bit QAT fit
 
 
-COST = {}    # method -> one list of epoch times (s) per fine-tuned model
-LOSSES = {}  # method -> training loss per epoch of its last fit
-
-
-def fine_tune(model, method, epochs, callbacks=(), **kw):
-    timer = EpochTimer()
-    model = cnl.models.train(model, digits, epochs=epochs, callbacks=[timer, *callbacks], **kw)
-    COST.setdefault(method, []).append(timer.times)
-    LOSSES[method] = model.history.history["loss"]
+def timed_fit(model, method, epochs, seed, callbacks=()):
+    start = time.perf_counter()
+    cnl.models.train(model, data, epochs=epochs, batch_size=BATCH,
+                     seed=seed, callbacks=list(callbacks))
+    COST.setdefault(method, []).append(time.perf_counter() - start)
     return model
 
 
-def row(model, arch, method, family, setting=""):
+def correct(model):
+    """Which test images `model` classifies correctly."""
+    scores = model.predict(data.x_test, batch_size=256, verbose=0)
+    return np.argmax(scores, axis=-1) == data.y_test
+
+
+def measure(model, size=True):
     plain = cnl.storage.plain_model(model)
-    return {"model": arch, "method": method, "family": family, "setting": setting,
-            "accuracy": cnl.metrics.accuracy(plain, digits.x_test, digits.y_test),
-            "params": cnl.metrics.count_params(plain),
-            "nonzero": cnl.metrics.count_nonzero(plain),
-            "dense MACs": cnl.metrics.flops(plain),
-            "sparse MACs": cnl.metrics.flops(plain, nonzero_only=True),
-            "bytes": cnl.storage.compressed_size(plain).total}
+    out = {"correct": correct(plain),
+           "params": cnl.metrics.count_params(plain),
+           "nonzero": cnl.metrics.count_nonzero(plain),
+           "dense MACs": cnl.metrics.flops(plain),
+           "sparse MACs": cnl.metrics.flops(plain, nonzero_only=True)}
+    if size:  # encoding every model is slow: see the sweep below
+        out["bytes"] = cnl.storage.compressed_size(plain).total
+    return out
 
 
 # %% [markdown]
@@ -110,122 +121,223 @@ def row(model, arch, method, family, setting=""):
 # norm of their weights {cite}`li2017pruning`, merging neurons {cite}`srinivas2015datafree`,
 # low-rank factorization {cite}`denton2014exploiting`, distillation into a one-hidden-layer
 # student {cite}`hinton2015distilling`, post-training quantization (PTQ) and
-# quantization-aware training (QAT) {cite}`jacob2018quantization`, and weight sharing by k-means
-# {cite}`han2016deep`.
+# quantization-aware training (QAT) {cite}`jacob2018quantization`, and weight sharing by
+# k-means {cite}`han2016deep`. Each returns the compressed model and, where it fine-tunes, the
+# model *before* fine-tuning (for claim S-2).
 
 # %%
-def prune(base, sparsity, method="prune"):
-    model = cnl.pruning.prune(base, 0.0)
-    schedule = cnl.pruning.PolynomialDecay(0.0, sparsity, 0, 2 * steps_per_epoch, frequency=10)
-    model = fine_tune(model, method, 4, [cnl.pruning.PruningCallback(schedule)])
-    return cnl.pruning.strip(model)
+def prune(base, sparsity, seed):
+    schedule = cnl.pruning.PolynomialDecay(
+        0.0, sparsity, 0, 2 * steps_per_epoch, frequency=10)
+    model = timed_fit(cnl.pruning.prune(base, 0.0), "prune", 4, seed,
+                      [cnl.pruning.PruningCallback(schedule)])
+    one_shot = cnl.pruning.strip(cnl.pruning.prune(base, sparsity))
+    return cnl.pruning.strip(model), correct(one_shot)
 
 
-def prune_neurons(base, fraction):
-    return fine_tune(cnl.pruning.prune_neurons(base, fraction), "remove neurons", 3)
+def then_fit(method, make, epochs=3):
+    """A method that transforms the model, then fine-tunes it."""
+    def run(base, arg, seed):
+        model = make(base, arg)
+        before = correct(cnl.storage.plain_model(model))
+        return timed_fit(model, method, epochs, seed), before
+    return run
 
 
-def merge(base, ratio):
-    return fine_tune(cnl.merging.merge_neurons(base, ratio=ratio), "merge neurons", 3)
+prune_neurons = then_fit("remove neurons", cnl.pruning.prune_neurons)
+merge = then_fit(
+    "merge neurons", lambda b, r: cnl.merging.merge_neurons(b, ratio=r))
+factorize = then_fit(
+    "low rank", lambda b, r: cnl.lowrank.factorize(b, "fc2", rank=r))
 
 
-def factorize(base, rank):
-    return fine_tune(cnl.lowrank.factorize(base, "fc2", rank=rank), "low rank", 3)
-
-
-def distill(base, hidden=16):
-    keras.utils.set_random_seed(1)
-    student = cnl.models.mlp(64, (hidden,), logits=True)
-    distiller = cnl.distillation.Distiller(student, base, temperature=4.0, alpha=0.1)
+def distill(base, hidden, seed):
+    keras.utils.set_random_seed(seed)
+    student = cnl.models.mlp(data.input_shape[0], (hidden,),
+                             data.num_classes, logits=True)
+    distiller = cnl.distillation.Distiller(student, base, temperature=4.0,
+                                           alpha=0.1)
     distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
-    timer = EpochTimer()
-    distiller.fit(digits.x_train, digits.y_train, epochs=10, batch_size=32, verbose=0, callbacks=[timer])
-    COST.setdefault("distillation", []).append(timer.times)
-    return student
+    start = time.perf_counter()
+    distiller.fit(data.x_train, data.y_train, epochs=8, batch_size=BATCH,
+                  verbose=0)
+    COST.setdefault("distillation", []).append(time.perf_counter() - start)
+    return student, None
 
 
-def ptq(base, bits):
+def ptq(base, bits, seed=None):
     start = time.perf_counter()
     model = cnl.quantization.quantize_model(base, bits=bits)
-    COST.setdefault("PTQ", []).append([time.perf_counter() - start])  # no epochs: conversion time
-    return model
+    COST.setdefault("PTQ", []).append(time.perf_counter() - start)
+    return model, None
 
 
-def qat(base, bits):
-    model = fine_tune(cnl.quantization.quantize_aware(base, bits=bits), "QAT", 3)
-    return cnl.quantization.quantize_model(model)
+def qat(base, bits, seed):
+    model = cnl.quantization.quantize_aware(base, bits=bits)
+    before = correct(cnl.quantization.quantize_model(model))
+    model = timed_fit(model, "QAT", 3, seed)
+    QAT_LOSS[seed] = model.history.history["loss"]
+    return cnl.quantization.quantize_model(model), before
 
 
-def cluster(base, k):
-    model = fine_tune(cnl.clustering.cluster_weights(base, k), "weight sharing", 3)
-    return cnl.clustering.strip_clustering(model)
+def cluster(base, k, seed):
+    model = cnl.clustering.cluster_weights(base, k)
+    before = correct(cnl.storage.plain_model(model))
+    model = timed_fit(model, "weight sharing", 3, seed)
+    return cnl.clustering.strip_clustering(model), before
 
 
 # %% [markdown]
 # ## The sweep
 #
-# Both MLPs are trained for 15 epochs. LeNet-300-100 gets every method at two strengths and four
-# combinations; the article's small MLP gets the main ones.
+# Every method at one or two strengths and four combinations, five seeds each. The run is
+# cached in memory: everything below reads these results, nothing is trained twice. Bytes
+# on disk vary little between seeds (the architecture and the codes' widths are fixed; only
+# the entropy coding sees the weights), so encoding every model is done for seed 0, and for
+# all seeds only for the three models of the combination claim below.
 
 # %%
-bases, rows, models = {}, [], {}
-for arch, build in [("seed_mlp", cnl.models.seed_mlp),
-                    ("lenet_300_100", lambda: cnl.models.lenet_300_100(input_shape=(64,)))]:
-    keras.utils.set_random_seed(0)
-    bases[arch] = cnl.models.train(build(), digits, epochs=15)
+RUNS = [  # method, setting, family, function, its argument
+    ("prune", "80%", "structure", prune, 0.8),
+    ("remove neurons", "50%", "structure", prune_neurons, 0.5),
+    ("remove neurons", "80%", "structure", prune_neurons, 0.8),
+    ("merge neurons", "50%", "structure", merge, 0.5),
+    ("low rank", "fc2 rank 16", "structure", factorize, 16),
+    ("distillation", "16 hidden", "structure", distill, 16),
+    ("PTQ", "8 bit", "weight", ptq, 8),
+    ("PTQ", "4 bit", "weight", ptq, 4),
+    ("PTQ", "2 bit", "weight", ptq, 2),
+    ("QAT", "2 bit", "weight", qat, 2),
+    ("weight sharing", "k=16", "weight", cluster, 16),
+]
+COMBOS = [  # method, setting, starting model, function, its argument
+    ("prune + PTQ", "80% + 4 bit", ("prune", "80%"), ptq, 4),
+    ("prune + sharing", "80% + k=16", ("prune", "80%"), cluster, 16),
+    ("neurons + PTQ", "50% + 8 bit", ("remove neurons", "50%"), ptq, 8),
+    ("distillation + PTQ", "16 hidden + 8 bit", ("distillation", "16 hidden"),
+     ptq, 8),
+]
+FAMILY = {("dense", ""): "baseline"}
+FAMILY.update({(m, s): f for m, s, f, _, _ in RUNS})
+FAMILY.update({(m, s): "combination" for m, s, *_ in COMBOS})
+SIZED = {("prune", "80%"), ("weight sharing", "k=16"),
+         ("prune + sharing", "80% + k=16"), ("dense", "")}
+
+
+def sweep(seed):
+    """Every method on one seed: {(method, setting): measurements}."""
+    keras.utils.set_random_seed(seed)
+    base = cnl.models.train(cnl.models.lenet_300_100(
+        data.input_shape, data.num_classes), data, epochs=10,
+        batch_size=BATCH, seed=seed)
+    models, out = {("dense", ""): base}, {("dense", ""): measure(base)}
+    for method, setting, _, fn, arg in RUNS:
+        models[method, setting], before = fn(base, arg, seed)
+        out[method, setting] = measure(
+            models[method, setting], seed == 0 or (method, setting) in SIZED)
+        out[method, setting]["before"] = before
+    for method, setting, start_from, fn, arg in COMBOS:
+        model, _ = fn(models[start_from], arg, seed)
+        out[method, setting] = measure(
+            model, seed == 0 or (method, setting) in SIZED)
+    return base, out
+
+
+start = time.perf_counter()
+bases, results = {}, {}
+for seed in SEEDS:
+    bases[seed], results[seed] = sweep(seed)
+sweep_seconds = time.perf_counter() - start
 
 # %% tags=["nbval-ignore-output"]
-start = time.perf_counter()
-for arch, base in bases.items():
-    big = arch == "lenet_300_100"
-    runs = [("dense", "baseline", "", lambda: base)]
-    runs += [("prune", "structure", f"{s:.0%}", lambda s=s: prune(base, s)) for s in ((0.8, 0.95) if big else (0.8,))]
-    runs += [("remove neurons", "structure", f"{f:.0%}", lambda f=f: prune_neurons(base, f))
-             for f in ((0.5, 0.8) if big else (0.5,))]
-    if big:
-        runs += [("merge neurons", "structure", "50%", lambda: merge(base, 0.5)),
-                 ("low rank", "structure", "fc2 rank 16", lambda: factorize(base, 16)),
-                 ("distillation", "structure", "16 hidden", lambda: distill(base))]
-    runs += [("PTQ", "weight", f"{b} bit", lambda b=b: ptq(base, b)) for b in (8, 4, 2)]
-    if big:
-        runs += [("QAT", "weight", "2 bit", lambda: qat(base, 2))]
-    runs += [("weight sharing", "weight", f"k={k}", lambda k=k: cluster(base, k)) for k in ((16, 4) if big else (16,))]
-    for method, family, setting, make in runs:
-        keras.utils.set_random_seed(0)
-        models[arch, method, setting] = make()
-        rows.append(row(models[arch, method, setting], arch, method, family, setting))
-    # combinations
-    p = models[arch, "prune", "80%"]
-    combos = [("prune + PTQ", "80% + 4 bit", lambda: ptq(p, 4)),
-              ("prune + sharing", "80% + k=16", lambda: cluster(p, 16))]
-    if big:
-        combos += [("neurons + PTQ", "50% + 8 bit", lambda: ptq(models[arch, "remove neurons", "50%"], 8)),
-                   ("distillation + PTQ", "16 hidden + 8 bit", lambda: ptq(models[arch, "distillation", "16 hidden"], 8))]
-    for method, setting, make in combos:
-        keras.utils.set_random_seed(0)
-        models[arch, method, setting] = make()
-        rows.append(row(models[arch, method, setting], arch, method, "combination", setting))
-print(f"sweep: {len(rows)} models in {time.perf_counter() - start:.0f} s")
-
-# %%
-df = pd.DataFrame(rows)
-dense = df[df.method == "dense"].set_index("model")
-df["Δ accuracy (pt)"] = 100 * (df.accuracy - df.model.map(dense.accuracy))
-df["bytes ratio"] = df.model.map(dense.bytes) / df.bytes
-df["MACs ratio"] = df.model.map(dense["dense MACs"]) / df["dense MACs"]
-table = df.set_index(["model", "method", "setting"])
-pd.options.display.float_format = "{:.3f}".format
-table[["family", "accuracy", "Δ accuracy (pt)", "params", "nonzero", "bytes", "bytes ratio",
-       "dense MACs", "sparse MACs", "MACs ratio"]].round(3)
+print(f"sweep: {len(results[0])} models x {len(SEEDS)} seeds "
+      f"in {sweep_seconds:.0f} s")
 
 # %% [markdown]
-# ## Accuracy against bytes, MACs and latency
+# ## Accuracy, with its uncertainty
 #
-# A method is on the **Pareto front** if no other model is both smaller and more accurate. The
-# front is computed over all models of one architecture; the plots label the models on it and
-# those that lost more than 2 points (the table above names every point).
+# For each method: the mean test accuracy over the seeds, and the paired difference to the
+# dense model of the same seed with its 95% interval. The verdict column says what the
+# interval allows: the dense model better, the method better, or indistinguishable here.
 
 # %%
+KEYS = list(results[0])
+dense_key = ("dense", "")
+ACC = {k: np.array([results[s][k]["correct"].mean() for s in SEEDS])
+       for k in KEYS}
+BEFORE = {k: np.array([results[s][k]["before"].mean() for s in SEEDS])
+          for k in KEYS if results[0][k].get("before") is not None}
+
+
+def name(key):
+    return f"{key[0]} {key[1]}".strip()
+
+
+def vs_dense(key):
+    return stats.paired_difference(ACC[key], ACC[dense_key],
+                                   names=(name(key), "dense"))
+
+
+DIFF = {k: vs_dense(k) for k in KEYS if k != dense_key}
+
+# %% tags=["hide-input", "nbval-ignore-output"]
+acc_table = pd.DataFrame(
+    {"family": [FAMILY[k] for k in KEYS],
+     "accuracy %": [100 * ACC[k].mean() for k in KEYS],
+     "vs dense (pt)": ["" if k not in DIFF else
+                       f"{100 * DIFF[k].mean:+.1f} [{100 * DIFF[k].low:+.1f},"
+                       f" {100 * DIFF[k].high:+.1f}]" for k in KEYS],
+     "verdict": ["" if k not in DIFF else DIFF[k].verdict for k in KEYS]},
+    index=[name(k) for k in KEYS])
+acc_table.round(1)
+
+# %% [markdown]
+# ## Size and compute
+#
+# Parameters, non-zero weights, bytes on disk (seed 0) and MACs (means over the seeds), and
+# how many times smaller each is than the dense model's (the architecture, hence parameters
+# and dense MACs, is the same for every seed; non-zeros vary a little with the weights).
+
+# %% tags=["hide-input", "nbval-ignore-output"]
+def mean_of(key, field):
+    return float(np.mean([results[s][key][field] for s in SEEDS]))
+
+
+def bytes0(key):
+    """Bytes on disk of seed 0's model (see the sweep)."""
+    return results[0][key]["bytes"]
+
+
+size_table = pd.DataFrame(
+    {"params": [mean_of(k, "params") for k in KEYS],
+     "non-zeros": [mean_of(k, "nonzero") for k in KEYS],
+     "kB": [bytes0(k) / 1000 for k in KEYS],
+     "bytes ÷": [bytes0(dense_key) / bytes0(k)
+                 for k in KEYS],
+     "dense MACs ÷": [mean_of(dense_key, "dense MACs")
+                      / mean_of(k, "dense MACs") for k in KEYS],
+     "sparse MACs ÷": [mean_of(dense_key, "dense MACs")
+                       / mean_of(k, "sparse MACs") for k in KEYS]},
+    index=[name(k) for k in KEYS])
+size_table.style.format({"params": "{:,.0f}", "non-zeros": "{:,.0f}",
+                         "kB": "{:.1f}", "bytes ÷": "{:.1f}",
+                         "dense MACs ÷": "{:.1f}", "sparse MACs ÷": "{:.1f}"})
+
+# %% [markdown]
+# ## Accuracy against bytes and MACs
+#
+# A method is on the **Pareto front** if no other model is both smaller and more accurate
+# (accuracy: mean over the seeds). The plots label the models on the front, the dense model and
+# those that lost more than 2 points; the tables above name every point.
+
+# %% tags=["hide-input", "nbval-ignore-output"]
+points = pd.DataFrame({
+    "key": KEYS, "family": [FAMILY[k] for k in KEYS],
+    "accuracy": [100 * ACC[k].mean() for k in KEYS],
+    "bytes": [bytes0(k) for k in KEYS],
+    "dense MACs": [mean_of(k, "dense MACs") for k in KEYS]})
+
+
 def pareto(frame, cost):
     frame = frame.sort_values([cost, "accuracy"], ascending=[True, False])
     best, keep = -1.0, []
@@ -236,126 +348,175 @@ def pareto(frame, cost):
     return frame.loc[keep]
 
 
-colors = {"baseline": "black", "structure": "tab:blue", "weight": "tab:orange", "combination": "tab:green"}
-fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-lenet = df[df.model == "lenet_300_100"]
-for ax, cost, label in [(axes[0], "bytes", "compressed file (bytes, log)"),
-                        (axes[1], "dense MACs", "dense MACs per example (log)")]:
-    for fam, part in lenet.groupby("family"):
-        ax.scatter(part[cost], 100 * part.accuracy, c=colors[fam], label=fam, s=30)
-    front = pareto(lenet, cost)
-    for i, r in lenet.iterrows():  # label the front, the dense model and the clear losses
-        if i in front.index or r.method == "dense" or r.accuracy < dense.accuracy["lenet_300_100"] - 0.02:
-            ax.annotate(f"{r.method} {r.setting}".strip(), (r[cost], 100 * r.accuracy), fontsize=7,
-                        xytext=(4, -9 if i in front.index else 3), textcoords="offset points")
-    ax.step(front[cost], 100 * front.accuracy, where="post", color="gray", lw=1, label="Pareto front")
-    ax.set(xscale="log", xlabel=label, ylabel="test accuracy (%)", ylim=(max(0, 100 * lenet.accuracy.min() - 5), 100))
-axes[0].legend(fontsize=7, loc="lower right")
-fig.suptitle("LeNet-300-100 on the digits: every method and combination")
-fig.tight_layout()
-plt.show()
-front_bytes = pareto(lenet, "bytes")
-print("Pareto front (bytes):", "; ".join(f"{r.method} {r.setting} ({r.bytes:,} B, {r.accuracy:.3f})"
-                                           for _, r in front_bytes.iterrows()))
+colors = {"baseline": "black", "structure": "tab:blue",
+          "weight": "tab:orange", "combination": "tab:green"}
+dense_acc = 100 * ACC[dense_key].mean()
+for cost, label in [("bytes", "compressed file (bytes, log scale)"),
+                    ("dense MACs", "dense MACs per example (log scale)")]:
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    for fam, part in points.groupby("family"):
+        ax.scatter(part[cost], part.accuracy, c=colors[fam], label=fam, s=40)
+    front = pareto(points, cost)
+    for i, r in points.iterrows():
+        on_front = i in front.index
+        if on_front or r.key == dense_key or r.accuracy < dense_acc - 2:
+            ax.annotate(name(r.key), (r[cost], r.accuracy), fontsize=9,
+                        xytext=(5, -11 if on_front else 4),
+                        textcoords="offset points")
+    ax.step(front[cost], front.accuracy, where="post", color="gray", lw=1,
+            label="Pareto front")
+    ax.set(xscale="log", xlabel=label, ylabel="test accuracy (%, 5 seeds)",
+           ylim=(max(0, points.accuracy.min() - 5), 100))
+    ax.legend(fontsize=9, loc="lower right")
+    ax.set_title(f"LeNet-300-100: every method, accuracy against {cost}")
+    fig.tight_layout()
+    plt.show()
+front_bytes = pareto(points, "bytes")
+print("Pareto front (bytes): " + "; ".join(
+    f"{name(r.key)} ({r.bytes / 1000:.1f} kB, {r.accuracy:.1f}%)"
+    for _, r in front_bytes.iterrows()))
 
 # %% [markdown]
-# Latency needs a model where the arithmetic, not Python and TensorFlow's call overhead, takes
-# the time: on the MLPs above one batch of 256 takes well under a millisecond whatever the
-# method. We use LeNet-5 on the 8x8 images: dense, 75% of the weights pruned (unstructured),
+# ## Latency: LeNet-5
+#
+# Latency needs a model where the arithmetic, not Python's and TensorFlow's call overhead,
+# takes the time: on the MLPs above one batch of 256 takes well under a millisecond whatever
+# the method. We use LeNet-5 on the images: dense, 75% of the weights pruned (unstructured),
 # 75% of the filters and units removed (structured), int8 weights in Keras, and the same
-# network as a TensorFlow Lite model in float32 and in full int8 (integer kernels). All run on
-# the same batch of 256 images, one after the other in seven rounds; we report the median over
-# rounds with its spread, and compare variants by their fastest round (the one least disturbed
-# by other processes: the machine that runs this book is shared and noisy).
+# network as a TensorFlow Lite model in float32 and in full int8 (integer kernels). LeNet-5
+# is too slow to train five times here, so its accuracies come from one training run and
+# are compared on the same test images by the exact McNemar test (`cnl.stats.mcnemar`).
 
 # %%
-images = cnl.data.load_digits(image=True)
 keras.utils.set_random_seed(0)
-lenet5 = cnl.models.train(cnl.models.lenet5(input_shape=(8, 8, 1)), images, epochs=6)
+lenet5 = cnl.models.lenet5(images.input_shape, images.num_classes)
+lenet5 = cnl.models.train(lenet5, images, epochs=6, batch_size=BATCH)
 
 
-def tune5(model, epochs=2, callbacks=()):
-    keras.utils.set_random_seed(0)
-    return cnl.models.train(model, images, epochs=epochs, callbacks=list(callbacks))
+def tune5(model, callbacks=()):
+    return cnl.models.train(model, images, epochs=2, batch_size=BATCH,
+                            callbacks=list(callbacks))
 
 
-schedule = cnl.pruning.PolynomialDecay(0.0, 0.75, 0, steps_per_epoch, frequency=10)
+schedule = cnl.pruning.PolynomialDecay(0.0, 0.75, 0, steps_per_epoch,
+                                       frequency=10)
+pruned5 = tune5(cnl.pruning.prune(lenet5, 0.0),
+                [cnl.pruning.PruningCallback(schedule)])
 conv = {"dense": lenet5,
-        "prune 75% (zeros)": cnl.pruning.strip(tune5(cnl.pruning.prune(lenet5, 0.0),
-                                                     callbacks=[cnl.pruning.PruningCallback(schedule)])),
-        "remove 75% filters/units": tune5(cnl.pruning.prune_neurons(lenet5, 0.75)),
+        "prune 75% (zeros)": cnl.pruning.strip(pruned5),
+        "remove 75% filters/units": tune5(
+            cnl.pruning.prune_neurons(lenet5, 0.75)),
         "int8 weights (Keras)": cnl.quantization.quantize_model(lenet5, bits=8)}
+conv = {k: cnl.storage.plain_model(m) for k, m in conv.items()}
 tflite = {"TFLite float32": cnl.quantization.to_tflite(lenet5, int8=False),
-          "TFLite int8": cnl.quantization.to_tflite(lenet5, images.x_train[:256], int8=True)}
-runners = {k: cnl.quantization.TFLiteRunner(v, num_threads=1) for k, v in tflite.items()}
-conv_rows = []
-for name, m in conv.items():
-    plain = cnl.storage.plain_model(m)
-    conv_rows.append({"variant": name, "accuracy": cnl.metrics.accuracy(plain, images.x_test, images.y_test),
-                      "dense MACs": cnl.metrics.flops(plain), "sparse MACs": cnl.metrics.flops(plain, nonzero_only=True),
-                      "bytes": cnl.storage.compressed_size(plain).total})
-for name, run in runners.items():
-    conv_rows.append({"variant": name, "accuracy": cnl.metrics.accuracy(run, images.x_test, images.y_test),
-                      "dense MACs": cnl.metrics.flops(lenet5), "sparse MACs": cnl.metrics.flops(lenet5),
-                      "bytes": len(tflite[name])})
-conv_df = pd.DataFrame(conv_rows).set_index("variant")
+          "TFLite int8": cnl.quantization.to_tflite(
+              lenet5, images.x_train[:256], int8=True)}
+runners = {k: cnl.quantization.TFLiteRunner(v, num_threads=1)
+           for k, v in tflite.items()}
+
+
+def correct5(model):
+    scores = model(images.x_test) if not isinstance(model, keras.Model) \
+        else model.predict(images.x_test, batch_size=256, verbose=0)
+    return np.argmax(np.asarray(scores), axis=-1) == images.y_test
+
+
+right5 = {k: correct5(m) for k, m in {**conv, **runners}.items()}
+vs_dense5 = {k: stats.mcnemar(right5[k], right5["dense"], names=(k, "dense"))
+             for k in right5 if k != "dense"}
+conv_macs = {k: (cnl.metrics.flops(m), cnl.metrics.flops(m, nonzero_only=True))
+             for k, m in conv.items()}
+conv_bytes = {**{k: cnl.storage.compressed_size(m).total
+                 for k, m in conv.items()},
+              **{k: len(v) for k, v in tflite.items()}}
+
+# %% tags=["hide-input", "nbval-ignore-output"]
+conv_table = pd.DataFrame({
+    "accuracy %": {k: 100 * v.mean() for k, v in right5.items()},
+    "vs dense (pt)": {k: 100 * m.difference for k, m in vs_dense5.items()},
+    "McNemar p": {k: m.p_value for k, m in vs_dense5.items()},
+    "dense MACs": {k: conv_macs.get(k, conv_macs["dense"])[0] for k in right5},
+    "sparse MACs": {k: conv_macs.get(k, conv_macs["dense"])[1] for k in right5},
+    "kB": {k: conv_bytes[k] / 1000 for k in right5}})
+conv_table.style.format({"accuracy %": "{:.1f}", "vs dense (pt)": "{:+.1f}",
+                         "McNemar p": "{:.3g}", "dense MACs": "{:,}",
+                         "sparse MACs": "{:,}", "kB": "{:.1f}"}, na_rep="")
+
+# %% [markdown]
+# All six run on the same batch of 256 images in 12 interleaved rounds (each round times
+# every variant once, in a rotating order; `cnl.notebook.time_rounds`). A variant is
+# compared with the dense model by the geometric mean of its per-round latency ratio, with a
+# 95% t interval over the rounds (`cnl.notebook.latency_ratio`): load from other processes
+# slows every variant of a round alike, and widens the interval instead of deciding the
+# comparison.
 
 # %% tags=["nbval-ignore-output"]
 batch = images.x_test[:256]
-timed = {**{k: cnl.storage.plain_model(m) for k, m in conv.items()}, **runners}
-samples = {k: [] for k in timed}
-for _ in range(7):                                    # interleaved rounds against drifting load
-    for name, m in timed.items():
-        samples[name].append(cnl.metrics.latency(m, batch, runs=10, warmup=2).median * 1e3)
-conv_df["latency ms"] = [float(np.median(samples[k])) for k in conv_df.index]
-conv_df["q1 ms"] = [float(np.percentile(samples[k], 25)) for k in conv_df.index]
-conv_df["q3 ms"] = [float(np.percentile(samples[k], 75)) for k in conv_df.index]
-conv_df["fastest round ms"] = [float(np.min(samples[k])) for k in conv_df.index]
-conv_df.round(3)
+rounds = time_rounds({**conv, **runners}, batch, rounds=12, runs=5)
+ratio = {k: latency_ratio(rounds[k], rounds["dense"], names=(k, "dense"))
+         for k in rounds if k != "dense"}
+ratio["TFLite int8 vs float32"] = latency_ratio(
+    rounds["TFLite int8"], rounds["TFLite float32"],
+    names=("TFLite int8", "TFLite float32"))
+for r in ratio.values():
+    print(r)
 
-# %% tags=["nbval-ignore-output"]
-lat = conv_df["fastest round ms"]   # the round least disturbed by other work on the machine
-fig, ax = plt.subplots(figsize=(6.4, 3.6))
-ax.errorbar(conv_df["latency ms"], 100 * conv_df.accuracy, fmt="o",
-            xerr=[conv_df["latency ms"] - conv_df["q1 ms"], conv_df["q3 ms"] - conv_df["latency ms"]])
-for k, (name, r) in enumerate(conv_df.iterrows()):
-    ax.annotate(name, (r["latency ms"], 100 * r.accuracy), fontsize=7, xytext=(4, 4 if k % 2 else -10),
-                textcoords="offset points")
-ax.set(xlabel="latency, batch of 256 (ms, median and IQR over rounds; TFLite: 1 thread)", ylabel="test accuracy (%)",
-       title="LeNet-5 on the 8x8 digits: accuracy against measured latency")
+# %% tags=["hide-input", "nbval-ignore-output"]
+fig, ax = plt.subplots(figsize=(8, 3.8))
+labels = list(ratio)
+mid = np.array([ratio[k].ratio for k in labels])
+err = np.array([[ratio[k].ratio - ratio[k].low for k in labels],
+                [ratio[k].high - ratio[k].ratio for k in labels]])
+ax.errorbar(mid, range(len(labels)), xerr=err, fmt="o", capsize=4)
+ax.axvline(1.0, color="gray", ls="--", lw=1)
+ax.set_yticks(range(len(labels)), [k.replace(" vs ", "\nvs ") for k in labels])
+ax.set(xscale="log", xlabel="latency ratio (geometric mean, 95% CI); "
+       "below 1 = faster", title="LeNet-5, batch of 256: latency against dense")
+ax.invert_yaxis()
+fig.tight_layout()
 plt.show()
-speed = {k: lat["dense"] / lat[k] for k in ("prune 75% (zeros)", "remove 75% filters/units", "int8 weights (Keras)")}
-speed["TFLite int8 vs TFLite float32"] = lat["TFLite float32"] / lat["TFLite int8"]
-print("speed-ups (fastest rounds) measured on this machine: " + ", ".join(f"{k} {v:.2f}x" for k, v in speed.items()))
+
+# %% tags=["remove-cell", "nbval-ignore-output"]
+struct_key = "remove 75% filters/units"
+glue("struct_speed", f"{ratio[struct_key].speedup:.1f}", display=False)
+glue("struct_cost", f"{-100 * vs_dense5[struct_key].difference:.1f}",
+     display=False)
+glue("struct_macs",
+     f"{conv_macs[struct_key][0] / conv_macs['dense'][0]:.0%}", display=False)
+glue("int8_verdict", str(ratio["TFLite int8 vs float32"]), display=False)
+glue("keras_int8_verdict", str(ratio["int8 weights (Keras)"]), display=False)
 
 # %% [markdown]
+# Removing 75% of the filters and units leaves {glue:text}`struct_macs` of LeNet-5's MACs and
+# ran {glue:text}`struct_speed` times faster here, **at a cost of {glue:text}`struct_cost`
+# points of test accuracy** after two epochs of fine-tuning (beyond noise by McNemar's
+# test, in the table). Speed bought by removing structure is paid for in accuracy unless the
+# network is retrained for longer. Unstructured zeros did not make the dense kernels
+# faster. TensorFlow Lite's int8 kernels against its float32 ones, on this machine:
+# {glue:text}`int8_verdict`. Whether integer kernels win depends on the CPU (its int8
+# dot-product instructions) and on the layer sizes, so this is a property of the machine
+# that ran the page, not of quantization.
+#
 # ## Training cost
 #
-# For every method: how many training epochs it needed per model, the wall time of one epoch
-# (median and interquartile range over all the epochs it ran in the sweep; the first epoch of
-# each fit also traces the training graph, hence the long upper tail), and the total training
-# time per compressed model. Post-training quantization trains nothing; its time is the
+# How many seconds of training each compressed model needed (median and range over the
+# seeds and settings). Post-training quantization trains nothing; its time is the
 # conversion. Timings depend on the machine and its load; only orders of magnitude matter.
 
-# %% tags=["nbval-ignore-output"]
-def cost_row(method, fits):
-    epochs = [t for fit in fits for t in fit]
-    per_model = [sum(fit) for fit in fits]
-    return {"models": len(fits), "epochs per model": 0 if method == "PTQ" else len(fits[0]),
-            "epoch median s": np.median(epochs), "epoch q1 s": np.percentile(epochs, 25),
-            "epoch q3 s": np.percentile(epochs, 75), "per model s": np.median(per_model),
-            "per model min s": np.min(per_model), "per model max s": np.max(per_model)}
-
-
-cost = pd.DataFrame({m: cost_row(m, fits) for m, fits in COST.items()}).T.sort_values("per model s")
-fig, ax = plt.subplots(figsize=(6.4, 3.2))
-ax.barh(cost.index, cost["per model s"], color="lightgray")
-for k, m in enumerate(cost.index):  # every compressed model's training time as a dot
-    totals = [sum(fit) for fit in COST[m]]
-    ax.plot(totals, [k] * len(totals), "k.", ms=6)
-ax.set(xscale="log", xlabel="training time per compressed model (s): bar = median, dots = each model")
+# %% tags=["hide-input", "nbval-ignore-output"]
+cost = pd.DataFrame({m: {"models": len(t), "median s": np.median(t),
+                         "min s": np.min(t), "max s": np.max(t)}
+                     for m, t in COST.items()}).T.sort_values("median s")
+fig, ax = plt.subplots(figsize=(8, 3.6))
+ax.barh(cost.index, cost["median s"], color="lightgray")
+for k, m in enumerate(cost.index):  # every compressed model as a dot
+    ax.plot(COST[m], [k] * len(COST[m]), "k.", ms=6)
+ax.set(xscale="log",
+       xlabel="seconds per compressed model: bar = median, dots = each model")
+fig.tight_layout()
 plt.show()
-cost.round(3)
+cost.style.format({"models": "{:.0f}", "median s": "{:.3f}",
+                   "min s": "{:.3f}", "max s": "{:.3f}"})
 
 # %% [markdown]
 # ## Does gradient flow suffer in weight optimisation?
@@ -363,13 +524,12 @@ cost.round(3)
 # Post-training quantization computes no gradient at all. Quantization-aware training does:
 # the forward pass uses the rounded weights, and the backward pass treats rounding as the
 # identity (the straight-through estimator, STE {cite}`bengio2013estimating`), so gradients
-# reach the float "shadow" weights. We compare the gradient norm of each layer of LeNet-300-100
-# on one batch, float model against QAT models at 8, 2 and 1 bits, and look at the training
-# loss of the 2-bit QAT run of the sweep.
+# reach the float "shadow" weights. For each seed's dense LeNet-300-100 we compare the
+# gradient norm of each kernel on one batch, float model against QAT models at 8 and 2 bits,
+# and look at the training loss of the 2-bit QAT runs of the sweep.
 
 # %%
-base = bases["lenet_300_100"]
-xb, yb = digits.x_train[:256], digits.y_train[:256]
+xb, yb = data.x_train[:256], data.y_train[:256]
 loss_fn = keras.losses.SparseCategoricalCrossentropy()
 
 
@@ -377,103 +537,178 @@ def grad_norms(model):
     with tf.GradientTape() as tape:
         loss = loss_fn(yb, model(xb, training=True))
     grads = tape.gradient(loss, model.trainable_weights)
-    return {v.path.split("/")[0]: float(tf.norm(g)) for v, g in zip(model.trainable_weights, grads)
+    return {v.path.split("/")[0]: float(tf.norm(g))
+            for v, g in zip(model.trainable_weights, grads)
             if v.path.endswith("kernel")}
 
 
-norms = {"float": grad_norms(base)}
-for bits in (8, 2, 1):
-    norms[f"QAT {bits} bit"] = grad_norms(cnl.quantization.quantize_aware(base, bits=bits))
-norms = pd.DataFrame(norms).T
-ratios = norms / norms.loc["float"]
-print("kernel gradient norms, relative to the float model:")
-print(ratios.round(1).to_string())
-qat_loss = LOSSES["QAT"]
-print("2-bit QAT training loss per epoch: " + ", ".join(f"{v:.3f}" for v in qat_loss))
-finite = bool(np.isfinite(norms.values).all() and np.isfinite(qat_loss).all())
+ratios = []
+for seed in SEEDS:
+    norms = {"float": grad_norms(bases[seed])}
+    for bits in (8, 2):
+        norms[f"QAT {bits} bit"] = grad_norms(
+            cnl.quantization.quantize_aware(bases[seed], bits=bits))
+    norms = pd.DataFrame(norms).T
+    ratios.append(norms / norms.loc["float"])
+ratios = pd.concat(ratios, keys=list(SEEDS), names=["seed", "model"])
+finite = bool(np.isfinite(ratios.values).all())
+loss_drop = {s: QAT_LOSS[s][-1] / QAT_LOSS[s][0] for s in SEEDS}
+
+# %% tags=["nbval-ignore-output"]
+print("kernel gradient norms relative to the float model "
+      "(min and max over the seeds):")
+summary = ratios.groupby(level="model").agg(["min", "max"])
+print(summary.round(1).to_string())
+print("2-bit QAT: last / first epoch training loss per seed: "
+      + ", ".join(f"{v:.2f}" for v in loss_drop.values()))
 
 # %% [markdown]
 # ## The claims, checked
 #
 # Each cell below states a claim of section 5.1 as the measurements decide it and asserts it.
+# The assertions are about intervals, not single runs.
 
-# %%
-L = table.loc["lenet_300_100"]
-S = table.loc["seed_mlp"]
-get = lambda t, m, s: t.loc[(m, s)]   # noqa: E731
-d_l, d_s = get(L, "dense", ""), get(S, "dense", "")
+# %% tags=["nbval-ignore-output"]
+def key(method, setting=""):
+    return method, setting
 
-# S+1: structure optimisation lowers compute, but only when it removes whole units
-structured = [get(L, "remove neurons", "50%"), get(L, "merge neurons", "50%"), get(L, "low rank", "fc2 rank 16"),
-              get(L, "distillation", "16 hidden")]
-assert all(r["dense MACs"] < 0.6 * d_l["dense MACs"] for r in structured)
-assert get(L, "prune", "95%")["dense MACs"] == d_l["dense MACs"]        # zeros are still multiplied
-assert get(L, "prune", "95%")["sparse MACs"] < 0.1 * d_l["dense MACs"]  # ... by a dense kernel
-assert lat["remove 75% filters/units"] < 0.7 * lat["dense"]             # generous margins: shared machine
-assert lat["prune 75% (zeros)"] > 0.6 * lat["dense"]                    # no real speed-up from zeros
-print(f"S+1: dense MACs of the structured LeNet-300-100 models: "
-      + ", ".join(f"{d_l['dense MACs'] / r['dense MACs']:.1f}x fewer" for r in structured)
-      + "; 95% unstructured pruning: same dense MACs")
 
-# %%
-# S+2: no method improves accuracy beyond noise; S-1: strong structural compression costs accuracy
-struct_rows = df[(df.family == "structure")]
-gain = 100 * (struct_rows.accuracy - struct_rows.model.map(dense.accuracy))
-print(f"S+2: best accuracy change of a structure method {gain.max():+.1f} pt, worst {gain.min():+.1f} pt "
-      f"(one test image = 0.2 pt, standard error ~0.8 pt)")
-assert gain.max() <= 1.5
-assert get(L, "remove neurons", "80%")["accuracy"] < d_l["accuracy"] - 0.015
-assert get(L, "prune", "95%")["accuracy"] < d_l["accuracy"] - 0.015
-best = df.loc[(df.accuracy - df.model.map(dense.accuracy)).idxmax()]
-print(f"largest gain of any model in the sweep: {best.method} {best.setting} on {best.model}, "
-      f"{100 * (best.accuracy - dense.accuracy[best.model]):+.1f} pt")
-# S-2: every structure method trains again (epochs per compressed model); PTQ trains nothing
-epochs = cost["epochs per model"]
-assert all(epochs[m] >= 3 for m in ("prune", "remove neurons", "merge neurons", "low rank", "distillation"))
-assert epochs["PTQ"] == 0
+def macs(k, field="dense MACs"):
+    return mean_of(k, field)
+
+
+# S+1: structure optimisation lowers compute, when it removes whole units
+structured = [key("remove neurons", "50%"), key("merge neurons", "50%"),
+              key("low rank", "fc2 rank 16"), key("distillation", "16 hidden")]
+assert all(macs(k) < 0.6 * macs(dense_key) for k in structured)
+p80 = key("prune", "80%")
+assert macs(p80) == macs(dense_key)            # zeros are still multiplied
+assert macs(p80, "sparse MACs") < 0.25 * macs(dense_key)
+assert conv_macs[struct_key][0] < 0.1 * conv_macs["dense"][0]
+assert ratio[struct_key].high < 1.0            # faster: the interval is below 1
+# zeros: not even 2x faster (generous: two identical models can differ by
+# 20-40% in an interval on a loaded machine)
+assert ratio["prune 75% (zeros)"].low > 0.5
+print("S+1: dense MACs of the structured models: " + ", ".join(
+    f"{name(k)} {macs(dense_key) / macs(k):.1f}x fewer" for k in structured))
+print("     LeNet-5:", ratio[struct_key])
+print("     LeNet-5:", ratio["prune 75% (zeros)"])
+
+# %% tags=["nbval-ignore-output"]
+# S+2: no structure method is better than the dense model
+struct_keys = [k for k in DIFF if FAMILY[k] == "structure"]
+for k in struct_keys:
+    print("S+2:", DIFF[k])
+assert not any(DIFF[k].low > 0 for k in struct_keys)
+# S-1: strong structural compression costs accuracy
+strong = key("remove neurons", "80%")
+assert DIFF[strong].high < 0, DIFF[strong]
+print("S-1:", DIFF[strong])
+print("S-1: LeNet-5 with 75% of filters/units removed:", vs_dense5[struct_key])
+assert vs_dense5[struct_key].verdict == "dense better"
 
 # %% [markdown]
-# %%
-# W+1: weight optimisation keeps every parameter but stores each in fewer bits
-for r in (get(L, "PTQ", "8 bit"), get(L, "PTQ", "4 bit"), get(L, "weight sharing", "k=16")):
-    assert r["params"] == d_l["params"]
-assert d_l["bytes"] / get(L, "PTQ", "8 bit")["bytes"] > 3.5
-assert d_l["bytes"] / get(L, "PTQ", "4 bit")["bytes"] > 6
-assert d_l["bytes"] / get(L, "weight sharing", "k=16")["bytes"] > 6
-# W-1: 8 bits cost nothing measurable, 2 bits post-training do, and QAT recovers most of it
-assert abs(get(L, "PTQ", "8 bit")["accuracy"] - d_l["accuracy"]) <= 0.005
-assert abs(get(S, "PTQ", "8 bit")["accuracy"] - d_s["accuracy"]) <= 0.005
-assert get(L, "PTQ", "2 bit")["accuracy"] < d_l["accuracy"] - 0.05
-assert get(L, "QAT", "2 bit")["accuracy"] > get(L, "PTQ", "2 bit")["accuracy"] + 0.05
-# W+2: int8 weights in a float Keras model do the same float work; integer kernels are faster
-assert get(L, "PTQ", "8 bit")["dense MACs"] == d_l["dense MACs"]
-assert lat["TFLite int8"] < 0.8 * lat["TFLite float32"]             # generous margin: shared machine
-# W-2: QAT gradients neither vanish nor blow up training: finite, not smaller than the float
-# model's, and 2-bit QAT's loss ends far below where it started while it recovers the accuracy
+# S-2 is easy to turn into a tautology: a method "needs training" in this chapter because
+# the code fine-tunes it. The measurable question is whether the fine-tuning *did*
+# anything: the accuracy right after the transform against after fine-tuning, paired by
+# seed.
+
+# %% tags=["nbval-ignore-output"]
+RECOVERY = {k: stats.paired_difference(ACC[k], BEFORE[k],
+                                       names=(f"{name(k)} tuned", "untuned"))
+            for k in BEFORE}
+for k, d in RECOVERY.items():
+    print("S-2:", d)
+needs_training = [k for k, d in RECOVERY.items() if d.low > 0]
+# the strong settings and 2-bit QAT gain from their fine-tuning; 8-bit PTQ,
+# which trains nothing, is indistinguishable from dense already (W-1 below)
+assert strong in needs_training and key("QAT", "2 bit") in needs_training
+train_s = [t for m, ts in COST.items() if m != "PTQ" for t in ts]
+print(f"S-2: fine-tuning took {np.median(train_s):.1f} s per model (median), "
+      f"PTQ {np.median(COST['PTQ']):.3f} s")
+
+# %% tags=["remove-cell", "nbval-ignore-output"]
+glue("needs_training", ", ".join(name(k) for k in needs_training),
+     display=False)
+glue("untuned_ok", ", ".join(name(k) for k in RECOVERY
+                             if k not in needs_training) or "none",
+     display=False)
+
+# %% tags=["nbval-ignore-output"]
+# W+1: storage falls (bytes measured); the parameter count cannot change, by
+# definition (quantization changes bits per parameter, not their number)
+shrink = {k: bytes0(dense_key) / bytes0(k)
+          for k in [key("PTQ", "8 bit"), key("PTQ", "4 bit"),
+                    key("weight sharing", "k=16")]}
+print("W+1: bytes " + ", ".join(f"{name(k)} {v:.1f}x fewer"
+                                for k, v in shrink.items()))
+assert shrink[key("PTQ", "8 bit")] > 3 and shrink[key("PTQ", "4 bit")] > 5
+assert shrink[key("weight sharing", "k=16")] > 5
+# W-1: 8 bits cost less than a point, 2 bits post-training cost a lot, and
+# 2-bit QAT recovers a significant part of it
+q8, q2, qat2 = key("PTQ", "8 bit"), key("PTQ", "2 bit"), key("QAT", "2 bit")
+qat_vs_ptq = stats.paired_difference(ACC[qat2], ACC[q2],
+                                     names=("QAT 2 bit", "PTQ 2 bit"))
+for d in (DIFF[q8], DIFF[key("PTQ", "4 bit")], DIFF[q2], qat_vs_ptq,
+          DIFF[qat2]):
+    print("W-1:", d)
+assert DIFF[q8].low > -0.01
+assert DIFF[q2].verdict == "dense better"
+assert qat_vs_ptq.verdict == "QAT 2 bit better"
+# W+2: int8 weights in a float Keras model do the same float work
+assert macs(q8) == macs(dense_key)
+print("W+2:", ratio["int8 weights (Keras)"])
+print("W+2:", ratio["TFLite int8 vs float32"])
+# W-2: QAT gradients neither vanish nor blow up training
 assert finite and ratios.values.min() > 0.5
-assert qat_loss[-1] < 0.7 * qat_loss[0]
-assert get(L, "QAT", "2 bit")["accuracy"] >= d_l["accuracy"] - 0.02
-# combinations beat each method alone on bytes at similar accuracy
-combo = get(L, "prune + sharing", "80% + k=16")
-assert combo["bytes"] < min(get(L, "prune", "80%")["bytes"], get(L, "weight sharing", "k=16")["bytes"])
-assert combo["accuracy"] >= d_l["accuracy"] - 0.02
-print(f"W: 8-bit PTQ {d_l['bytes'] / get(L, 'PTQ', '8 bit')['bytes']:.1f}x fewer bytes at "
-      f"{100 * (get(L, 'PTQ', '8 bit')['accuracy'] - d_l['accuracy']):+.1f} pt; 2-bit PTQ "
-      f"{100 * (get(L, 'PTQ', '2 bit')['accuracy'] - d_l['accuracy']):+.1f} pt, 2-bit QAT "
-      f"{100 * (get(L, 'QAT', '2 bit')['accuracy'] - d_l['accuracy']):+.1f} pt; prune 80% + k=16: "
-      f"{d_l['bytes'] / combo['bytes']:.1f}x at {100 * (combo['accuracy'] - d_l['accuracy']):+.1f} pt")
+assert max(loss_drop.values()) < 0.9   # the loss fell on every seed
+assert DIFF[qat2].low > -0.03
+# combinations: fewer bytes than either method alone, on every seed
+combo = key("prune + sharing", "80% + k=16")
+share = key("weight sharing", "k=16")
+assert all(results[s][combo]["bytes"] < min(results[s][p80]["bytes"],
+                                            results[s][share]["bytes"])
+           for s in SEEDS)
+print("combination:", DIFF[combo],
+      f"({bytes0(dense_key) / bytes0(combo):.1f}x fewer "
+      "bytes)")
+assert DIFF[combo].low > -0.02
+
+# %% tags=["remove-cell", "nbval-ignore-output"]
+for label, k in [("q8", q8), ("q4", key("PTQ", "4 bit")), ("q2", q2),
+                 ("qat2", qat2), ("combo", combo), ("strong", strong)]:
+    glue(f"d_{label}", f"{100 * DIFF[k].mean:+.1f} [{100 * DIFF[k].low:+.1f}, "
+         f"{100 * DIFF[k].high:+.1f}]", display=False)
+glue("qat_vs_ptq", f"{100 * qat_vs_ptq.mean:+.0f}", display=False)
+glue("shrink_q8", f"{shrink[q8]:.1f}", display=False)
+glue("shrink_q4", f"{shrink[key('PTQ', '4 bit')]:.1f}", display=False)
+glue("shrink_combo",
+     f"{bytes0(dense_key) / bytes0(combo):.0f}",
+     display=False)
+glue("s2_verdicts", ", ".join(f"{name(k)}: {DIFF[k].verdict}"
+                              for k in struct_keys), display=False)
 
 # %% [markdown]
-# | | article's claim | verdict on the digits | condition |
+# Differences are in points, mean over five seeds with the 95% interval.
+#
+# | | article's claim | verdict here | evidence |
 # |---|---|---|---|
-# | S+1 | structure optimisation lowers compute cost | **holds for structured methods only** | removing neurons/filters, merging, low rank and distillation cut the dense MACs (and, on LeNet-5, the measured latency); unstructured pruning leaves dense MACs and latency unchanged: zeros are multiplied like any other weight unless a sparse kernel runs them |
-# | S+2 | it improves generalisation and performance | **not supported** | no structure method beat the dense model by more than the noise of a 450-image test set; compression is at best neutral at mild settings |
-# | S-1 | it may lose information | **holds, at strong settings** | 95% unstructured or 80% structured pruning with a few epochs of fine-tuning cost accuracy; mild settings recover fully |
-# | S-2 | it needs more training | **holds** | every structure method needs fine-tuning epochs (distillation a full training of the student); PTQ needs none |
-# | W+1 | weight optimisation reduces parameters and storage | **half right** | storage falls (8 bit: 3.7x, 4 bit or 16 shared values: about 7x, on LeNet-300-100), the number of parameters does not change at all |
-# | W+2 | it makes the model faster | **only with integer kernels** | int8 weights inside a float Keras model compute in float32 with the dequantized kernels (same MACs and the same float work, so any latency difference in the table above is run-to-run noise); TFLite int8 kernels were faster than TFLite float32 |
-# | W-1 | it may reduce accuracy | **holds below 8 bits** | 8-bit PTQ stayed within 0.5 pt of the float model on both MLPs, 4-bit within 0.5 pt; 2-bit PTQ lost 14 (LeNet-300-100) to 30 (article's MLP) points; 2-bit QAT recovered the float accuracy in 3 epochs |
-# | W-2 | it may cause vanishing/exploding gradients | **does not apply as stated** | PTQ computes no gradients. In QAT the straight-through estimator passes gradients unchanged at 8 bits (norms equal to the float model's); at 2 and 1 bits they start 10-40 times *larger*, because the rounded network starts with a much higher loss, not because of an instability: the 2-bit run's training loss ended at about half its first-epoch value and its accuracy recovered. The real low-bit difficulty is gradient *mismatch* (the STE's gradient is not the gradient of the rounded network) {cite}`bengio2013estimating`, which limits accuracy at 1-2 bits on harder tasks |
+# | S+1 | structure optimisation lowers compute | **only structured methods** | removing neurons or filters, merging, low rank and distillation cut the dense MACs, and on LeNet-5 the measured latency; unstructured zeros leave both unchanged unless a sparse kernel runs them |
+# | S+2 | it improves performance | **not supported** | no structure method was better than the dense model ({glue:text}`s2_verdicts`) |
+# | S-1 | it may lose information | **holds at strong settings** | 80% of the neurons removed: {glue:text}`d_strong`; LeNet-5's structured speed-up cost {glue:text}`struct_cost` points |
+# | S-2 | it needs more training | **holds where the transform hurts** | fine-tuning raised accuracy beyond noise for {glue:text}`needs_training`; indistinguishable before and after for {glue:text}`untuned_ok` |
+# | W+1 | it reduces parameters and storage | **storage only** | {glue:text}`shrink_q8`x fewer bytes at 8 bits, {glue:text}`shrink_q4`x at 4 bits; the parameter count is unchanged by definition |
+# | W+2 | it makes the model faster | **only with integer kernels, on CPUs that run them fast** | int8 weights in a float Keras model do the same float MACs; TFLite int8 against float32 here: see the latency section |
+# | W-1 | it may reduce accuracy | **below 8 bits** | 8 bit {glue:text}`d_q8`, 4 bit {glue:text}`d_q4`, 2 bit {glue:text}`d_q2`; 2-bit QAT {glue:text}`d_qat2` ({glue:text}`qat_vs_ptq` points over 2-bit PTQ) |
+# | W-2 | vanishing/exploding gradients | **does not apply as stated** | PTQ computes no gradients; QAT's are finite and at least half the float model's on every seed (see below) |
+#
+# On W-2: in QAT the straight-through estimator passes gradients unchanged at 8 bits (norms
+# equal to the float model's); at 2 bits they start several times *larger*, because the
+# rounded network starts with a much higher loss, not because of an instability: the 2-bit
+# runs' training loss fell on every seed and their accuracy recovered most of what 2-bit PTQ
+# lost. The real low-bit difficulty is gradient *mismatch* (the STE's gradient is not
+# the gradient of the rounded network) {cite}`bengio2013estimating`, which limits accuracy at
+# 1-2 bits on harder tasks.
 #
 # ## Choosing a strategy (5.2), from the numbers
 #
@@ -482,64 +717,100 @@ print(f"W: 8-bit PTQ {d_l['bytes'] / get(L, 'PTQ', '8 bit')['bytes']:.1f}x fewer
 # performance, and weight optimisation saves storage but not compute on float hardware. What
 # the numbers support:
 #
-# 1. **Smaller files, any hardware, no training budget**: 8-bit post-training quantization.
-#    About 3.7x fewer bytes on LeNet-300-100 (3x on the small MLP, whose file is a larger
-#    share of fixed overhead), no measurable accuracy change, seconds of work.
+# 1. **Smaller files, any hardware, no training budget**: 8-bit post-training quantization:
+#    {glue:text}`shrink_q8`x fewer bytes, accuracy {glue:text}`d_q8` points, a fraction of a
+#    second of work.
 # 2. **Smallest files, a little training, same architecture**: prune (gradually, masks kept)
-#    *and* share or quantize the remaining weights, then let the storage format encode the zeros
-#    and codes (Deep Compression {cite}`han2016deep`). Pruning plus 16 shared values was on the
-#    bytes Pareto front, with fewer bytes than either method alone and no accuracy lost.
-# 3. **Smallest and fastest, when you can train a new architecture**: distil into a small student,
-#    then quantize it. On the digits this was the front's smallest point by far (a one-hidden-
-#    layer student at 8 bits); the digits are an easy task, though, and a student that small
-#    trained alone came close too (see {doc}`04_code_examples`). On harder tasks the student has
-#    to be larger and the teacher's soft targets matter more {cite}`hinton2015distilling`.
-# 4. **Faster on ordinary dense kernels (CPU/GPU)**: remove structure (neurons/filters,
-#    low rank, or train a smaller student by distillation), because only fewer dense MACs
-#    make dense kernels faster; then run int8 kernels (TFLite or another integer runtime) for a
-#    further speed-up. Unstructured sparsity helps speed only with sparse kernels or hardware
-#    support (e.g. 2:4 sparsity {cite}`mishra2021accelerating`).
-# 5. **Very low bits (2 or 3)**: use quantization-aware training with per-channel scales; PTQ
-#    at 2 bits lost 14 to 30 points, 2-bit QAT none. 4-bit PTQ was still fine on these MLPs.
-# 6. **Keep the accuracy budget honest**: measure on a held-out set with enough examples;
-#    gains below the standard error are not gains.
+#    *and* share or quantize the remaining weights, then let the storage format encode the
+#    zeros and codes (Deep Compression {cite}`han2016deep`). Pruning plus 16 shared values
+#    gave {glue:text}`shrink_combo`x fewer bytes than the dense file, fewer than either method
+#    alone on every seed, at {glue:text}`d_combo` points.
+# 3. **Smallest and fastest, when you can train a new architecture**: distil into a small
+#    student, then quantize it (the table and the Pareto front above show where it lands). On
+#    harder tasks the student has to be larger and the teacher's soft targets matter more
+#    {cite}`hinton2015distilling`; {doc}`03_3_distillation` measures distillation against the
+#    same student trained alone.
+# 4. **Faster on ordinary dense kernels (CPU/GPU)**: remove structure (neurons/filters, low
+#    rank, or a smaller student), because only fewer dense MACs make dense kernels faster,
+#    and budget for the accuracy it costs; then try int8 kernels (TFLite or another integer
+#    runtime) and *measure* on the target CPU. Unstructured sparsity helps speed only with
+#    sparse kernels or hardware support (e.g. 2:4 sparsity {cite}`mishra2021accelerating`).
+# 5. **Very low bits (2 or 3)**: quantization-aware training with per-channel scales; 2-bit
+#    PTQ lost {glue:text}`d_q2` points, 2-bit QAT {glue:text}`d_qat2`.
+# 6. **Keep the accuracy budget honest**: compare over seeds, paired, with an interval;
+#    a difference inside the interval is not a gain.
 #
 # ## Exercises
 #
-# 1. Add 90% gradual pruning followed by 4-bit PTQ to the sweep for LeNet-300-100. Where does
-#    it land relative to the Pareto front?
-# 2. Re-run the latency cell with a batch of 16 instead of 256. Does the structured speed-up on
-#    LeNet-5 persist? Why might it shrink?
-# 3. Repeat the S+2 check with three different training seeds for the dense model and each
-#    structure method. Does any method improve accuracy consistently?
+# 1. Add 90% gradual pruning followed by 4-bit PTQ to the sweep (one seed is enough to see
+#    where it lands). Is it smaller than every single method, and what does it cost?
+# 2. Re-run the latency comparison with a batch of 16 instead of 256. Does the structured
+#    speed-up on LeNet-5 persist? Why might it shrink?
+# 3. The sweep used five seeds. Which verdicts against the dense model would have come out
+#    differently with only the first three?
 #
 # :::{admonition} Solution 1
 # :class: dropdown
 # ```python
-# p90 = prune(bases["lenet_300_100"], 0.9)
-# r = row(ptq(p90, 4), "lenet_300_100", "prune + PTQ", "combination", "90% + 4 bit")
-# print(r["bytes"], r["accuracy"])
+# p90, _ = prune(bases[0], 0.9, seed=0)
+# m90 = measure(ptq(p90, 4)[0])
+# print(m90["bytes"], m90["correct"].mean())
 # ```
-# The zeros cost only their positions (relative indices, Huffman-coded) and the survivors 4
-# bits each, so the file is a few kB, smaller than every single method. Whether it stays on the
-# front depends on how much accuracy 90% plus 4 bits costs after only four epochs; gradual
-# pruning over more epochs, or QAT instead of PTQ, moves it up.
+# On seed 0 it takes {glue:text}`ex1_bytes` bytes, {glue:text}`ex1_ratio`x fewer than the dense
+# model, against {glue:text}`ex1_best` bytes for the smallest model of the sweep, at
+# {glue:text}`ex1_acc` points against the dense model of that seed (one seed: McNemar
+# {glue:text}`ex1_p`). The zeros cost only their positions (relative indices, Huffman-coded)
+# and the survivors 4 bits each. More epochs of gradual pruning, or QAT instead of PTQ,
+# move it up.
 # :::
-#
+
+# %% tags=["remove-cell", "nbval-ignore-output"]
+p90, _ = prune(bases[0], 0.9, seed=0)
+m90 = measure(ptq(p90, 4)[0])
+ex1 = stats.mcnemar(m90["correct"], results[0][dense_key]["correct"],
+                   names=("90% + 4 bit", "dense"))
+glue("ex1_bytes", f"{m90['bytes']:,}", display=False)
+glue("ex1_ratio", f"{results[0][dense_key]['bytes'] / m90['bytes']:.0f}",
+     display=False)
+glue("ex1_best", f"{min(results[0][k]['bytes'] for k in KEYS):,}",
+     display=False)
+glue("ex1_acc", f"{100 * ex1.difference:+.1f}", display=False)
+glue("ex1_p", f"p = {ex1.p_value:.2g}: {ex1.verdict}", display=False)
+small = images.x_test[:16]
+r16 = time_rounds({"dense": conv["dense"], "structured": conv[struct_key]},
+                  small, rounds=15, runs=5)
+glue("ex2_ratio", str(latency_ratio(r16["structured"], r16["dense"],
+                                    names=("structured", "dense"))),
+     display=False)
+three = {k: stats.paired_difference(ACC[k][:3], ACC[dense_key][:3],
+                                    names=(name(k), "dense")) for k in DIFF}
+changed = [f"{name(k)} ({DIFF[k].verdict} with 5 seeds, {d.verdict} with 3)"
+           for k, d in three.items() if d.verdict != DIFF[k].verdict]
+glue("ex3_changed", "; ".join(changed) or "none", display=False)
+glue("t2", f"{scipy.stats.t.ppf(0.975, 2):.2f}", display=False)
+glue("t4", f"{scipy.stats.t.ppf(0.975, 4):.2f}", display=False)
+
+# %% [markdown]
 # :::{admonition} Solution 2
 # :class: dropdown
-# Change `batch = images.x_test[:256]` to `images.x_test[:16]`. With 16 images the arithmetic
-# is 16 times smaller while the fixed cost of each call (graph dispatch, memory allocation)
-# stays, so all variants move closer together and the measured speed-up shrinks. The MACs do
-# not change: per example the structured model still does less than a tenth of the work (7%).
+# Change `batch = images.x_test[:256]` to `images.x_test[:16]`. With 16 images the
+# arithmetic is 16 times smaller while the fixed cost of each call (graph dispatch, memory
+# allocation) stays, so the variants move closer together and the speed-up shrinks. Measured
+# here: {glue:text}`ex2_ratio`. The MACs do not change: per example the structured model
+# still does {glue:text}`struct_macs` of the dense model's work.
 # :::
 #
 # :::{admonition} Solution 3
 # :class: dropdown
-# Wrap the sweep in `for seed in (0, 1, 2)`, calling `keras.utils.set_random_seed(seed)`
-# before building each base model, and compare each method's accuracy with its own base.
-# On the digits the differences change sign from seed to seed and stay within about one
-# standard error: no method improves generalisation consistently. Compression can act as a
-# regulariser on large over-parameterised networks trained on little data, but that is a
-# property of a particular setting, not of structure optimisation.
+# ```python
+# for k in DIFF:
+#     three = stats.paired_difference(ACC[k][:3], ACC[dense_key][:3],
+#                                     names=(name(k), "dense"))
+#     print(name(k), DIFF[k].verdict, "->", three.verdict)
+# ```
+# Changed with three seeds: {glue:text}`ex3_changed`. With fewer seeds the t interval is
+# wider (its critical value alone is {glue:text}`t2` for 2 degrees of freedom against
+# {glue:text}`t4` for 4), so
+# small differences turn into "indistinguishable here"; a difference that flips verdict
+# between three and five seeds was never large compared with the seed-to-seed spread.
 # :::
