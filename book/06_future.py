@@ -258,10 +258,12 @@ for s, d in GROUP.items():
 # {glue:text}`group_50`; at 90% {glue:text}`group_90`.
 #
 # So on this network Wanda, implemented as its authors define it, is no better than plain
-# magnitude pruning at 50% (the intervals above), and far worse at 90%, where a cut that
-# removes the same fraction from *every* output neuron also strips the small, sensitive
-# output layer evenly, which a layer-wide cut on magnitudes need not do (section 2 measures
-# how sensitive each layer is). Wanda's advantage was shown on large language models, whose
+# magnitude pruning at 50% (the intervals above), and far worse at 90%. At 90% the score,
+# more than the comparison group, makes the difference: per-output groups alone did not
+# change magnitude pruning beyond noise (the interval just above), while Wanda loses tens of
+# points to magnitude with either group. Why the input-norm weighting hurts this much at
+# 90% on this network is not established here (exercise 1 varies the calibration data).
+# Wanda's advantage was shown on large language models, whose
 # hidden features include a few with very large magnitudes {cite}`dettmers2022llmint8`, so
 # that a weight's magnitude alone misjudges its effect; its authors prune at 50% and
 # compare within each output because, there, that is what worked. A small network on small
@@ -554,7 +556,7 @@ tuned_vs_dense = stats.paired_difference(tuned["chosen"], base_acc,
 
 # %% tags=["nbval-ignore-output"]
 print(tuned_vs, tuned_vs_dense, narrows, sep="\n")
-assert narrows.high < 0
+assert tuned_vs.low > 0   # the chosen plan stays better after fine-tuning
 
 # %% tags=["remove-cell", "nbval-ignore-output"]
 glue("tuned_vs", str(tuned_vs), display=False)
@@ -562,10 +564,12 @@ glue("tuned_vs_dense", str(tuned_vs_dense), display=False)
 glue("narrows", str(narrows), display=False)
 
 # %% [markdown]
-# After fine-tuning: {glue:text}`tuned_vs`; against the dense model,
-# {glue:text}`tuned_vs_dense`. Fine-tuning narrows the gap that the one-shot comparison
-# showed ({glue:text}`narrows`), which is why a plan chosen without fine-tuning in the loop
-# (as here) can look better than it is, and why AMC and HAQ fine-tune inside their search.
+# After fine-tuning the chosen plan stays better: {glue:text}`tuned_vs`; against the dense
+# model, {glue:text}`tuned_vs_dense`. How much of the one-shot advantage survives, the gain
+# after fine-tuning against the gain before, paired by seed: {glue:text}`narrows`. A plan
+# chosen without fine-tuning in the loop (as here) is chosen for its one-shot accuracy; how
+# much of that advantage is left after fine-tuning has to be measured, which is why AMC and
+# HAQ fine-tune inside their search.
 #
 # `cnl.pipeline.compress` runs a whole chain, fine-tuning after each step (keeping the zero
 # pattern while it does) and measuring every stage in real bytes; `[("prune", plan),
@@ -622,9 +626,10 @@ assert vs_net.difference > -0.03
 # interleaved rounds:
 
 # %%
-float_tfl = Q.to_tflite(net, int8=False)
-int8_tfl = Q.to_tflite(net, train.x_train[:256], int8=True)
-run_float, run_int8 = Q.TFLiteRunner(float_tfl), Q.TFLiteRunner(int8_tfl)
+float_tfl = cnl.tflite.to_tflite(net, int8=False)
+int8_tfl = cnl.tflite.to_tflite(net, train.x_train[:256], int8=True)
+run_float = cnl.tflite.TFLiteRunner(float_tfl)
+run_int8 = cnl.tflite.TFLiteRunner(int8_tfl)
 int8_vs_float = stats.mcnemar(test_correct(run_int8), test_correct(run_float),
                               names=("int8", "float32"))
 print(f"float32 .tflite: {len(float_tfl) / 1024:.0f} KiB")
