@@ -29,7 +29,7 @@ from myst_nb import glue
 
 import compressnet_lite as cnl
 from compressnet_lite import stats
-from compressnet_lite.notebook import setup
+from compressnet_lite.notebook import report, setup
 
 setup()
 
@@ -137,7 +137,7 @@ base_acc = np.array([cnl.metrics.accuracy(m, data.x_test, data.y_test)
                      for m in models.values()])
 
 # %% tags=["nbval-ignore-output"]
-print(f"test accuracy of the trained seed_mlp: {stats.mean_interval(base_acc)}")
+print("test accuracy of the trained seed_mlp:", stats.mean_interval(base_acc))
 
 # %% tags=["hide-input"]
 assert base_acc.min() > 0.9
@@ -219,7 +219,7 @@ d_zero = {s: stats.paired_difference(acc_zeroed[s], base_acc,
 half_vs_round = stats.paired_difference(acc_zeroed[0.5], acc_rounded,
                                         names=("50% zeroed", "round(W)"))
 for d in (d_round, *d_zero.values(), half_vs_round):
-    print(d)
+    report(d)
 
 # %% tags=["hide-input", "nbval-ignore-output"]
 est = [stats.mean_interval(base_acc)] + [stats.mean_interval(acc_zeroed[s])
@@ -318,7 +318,8 @@ glue("ex3_layers", ", ".join(f"{k} {v:.0%}" for k, v in layer_s.items()),
      display=False)
 big = max(kernels, key=lambda k: kernels[k].size)
 glue("ex3_big", f"`{big}`, {kernels[big].size:,} of the "
-     f"{sum(k.size for k in kernels.values()):,} kernel weights", display=False)
+     f"{sum(k.size for k in kernels.values()):,} kernel weights",
+     display=False)
 
 # %% tags=["remove-cell"]
 # solution 1's codes, by the library

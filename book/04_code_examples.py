@@ -30,7 +30,7 @@
 import time
 
 import keras
-import numpy as np  # the article uses np in every snippet but never imports it
+import numpy as np  # the article uses np everywhere, never imports it
 import pandas as pd
 import tensorflow as tf
 
@@ -39,7 +39,8 @@ from myst_nb import glue
 
 import compressnet_lite as cnl
 from compressnet_lite import stats
-from compressnet_lite.notebook import latency_ratio, setup, time_rounds
+from compressnet_lite.notebook import (brief, latency_ratio, report, setup,
+                                       time_rounds)
 
 setup()
 
@@ -57,11 +58,15 @@ def guarded(fn):
         fn()
         print("ran without an exception")
         return None
-    except Exception as exc:  # noqa: BLE001 - we want to see whatever it raises
+    except Exception as exc:  # noqa: BLE001 - show whatever it raises
         text = str(exc).strip()
         first_line = text.splitlines()[0] if text else ""
         print(f"{type(exc).__name__}: {first_line[:160]}")
         return exc
+
+
+def test_acc(model):
+    return cnl.metrics.accuracy(model, x_test, y_test)
 
 
 def correct(model):
@@ -286,9 +291,8 @@ print(f"plain-Keras magnitude pruning: sparsity "
 assert cnl.metrics.sparsity(plain) > 0.79
 
 # %% tags=["nbval-ignore-output"]
-print(f"plain-Keras pruning: accuracy "
-      f"{cnl.metrics.accuracy(plain, x_test, y_test):.3f}; fc1 halved by hand, "
-      f"before fine-tuning: {cnl.metrics.accuracy(narrow, x_test, y_test):.3f}")
+print(f"plain-Keras pruning: accuracy {test_acc(plain):.3f}; fc1 halved "
+      f"by hand, before fine-tuning: {test_acc(narrow):.3f}")
 
 # %% [markdown]
 # ### Measured
@@ -309,18 +313,18 @@ assert small_r["params"] < 0.5 * base_r["params"]
 assert small_r["dense MACs"] < 0.5 * base_r["dense MACs"]
 prune_cost = vs("80% of weights pruned", DENSE)
 small_cost = vs("50% of neurons removed", DENSE)
-print(prune_cost, small_cost, sep="\n")
+report(prune_cost, small_cost)
 assert prune_cost.difference > -0.05 and small_cost.difference > -0.03
 lat = speed({"dense": base, "80% pruned": pruned, "50% removed": smaller},
             "dense")
 for r in lat.values():
-    print(r)
+    report(r)
 
 # %% tags=["remove-cell", "nbval-ignore-output"]
-glue("prune_cost", str(prune_cost), display=False)
-glue("small_cost", str(small_cost), display=False)
-glue("prune_speed", str(lat["80% pruned"]), display=False)
-glue("small_speed", str(lat["50% removed"]), display=False)
+glue("prune_cost", brief(prune_cost), display=False)
+glue("small_cost", brief(small_cost), display=False)
+glue("prune_speed", brief(lat["80% pruned"]), display=False)
+glue("small_speed", brief(lat["50% removed"]), display=False)
 
 # %% [markdown]
 # Pruning 80% of the weights of this small network (little redundancy) with the masks kept
@@ -442,7 +446,7 @@ pd.DataFrame(merge_rows).set_index("model")
 # %% tags=["nbval-ignore-output"]
 assert merge_rows[1]["params"] < 0.5 * base_r["params"]
 merge_cost = vs("50% of neurons merged", DENSE)
-print(merge_cost)
+report(merge_cost)
 assert merge_cost.difference > -0.03
 
 # %% [markdown]
@@ -529,10 +533,11 @@ assert same
 # ### Measured
 
 # %% tags=["nbval-ignore-output"]
-rounded_f = cnl.models.clone(base)     # round(W) on the functional copy of Net
+rounded_f = cnl.models.clone(base)  # round(W) on the functional Net
 rounded_f.set_weights([np.round(w) for w in base.get_weights()])
 quant_rows = [base_r, measure(rounded_f, "round(W) per array"),
-              measure(q8, "int8 per channel"), measure(q4, "4 bit per channel")]
+              measure(q8, "int8 per channel"),
+              measure(q4, "4 bit per channel")]
 pd.DataFrame(quant_rows).set_index("model")
 
 # %% tags=["nbval-ignore-output"]
@@ -540,18 +545,19 @@ _, round_r, q8_r, q4_r = quant_rows
 assert round_r["accuracy"] < 0.3
 assert q8_r["compressed bytes"] < 0.4 * base_r["compressed bytes"]
 assert q4_r["compressed bytes"] < q8_r["compressed bytes"]
-q8_cost, q4_cost = vs("int8 per channel", DENSE), vs("4 bit per channel", DENSE)
-print(q8_cost, q4_cost, sep="\n")
+q8_cost = vs("int8 per channel", DENSE)
+q4_cost = vs("4 bit per channel", DENSE)
+report(q8_cost, q4_cost)
 assert q8_cost.verdict == "indistinguishable here"
 assert q4_cost.difference > -0.03
 q_speed = speed({"float": base, "int8 weights": q8}, "float")["int8 weights"]
-print(q_speed)
+report(q_speed)
 
 # %% tags=["remove-cell", "nbval-ignore-output"]
 shrink = base_r["compressed bytes"] / q8_r["compressed bytes"]
 glue("q8_shrink", f"{shrink:.1f}", display=False)
-glue("q8_cost", str(q8_cost), display=False)
-glue("q_speed", str(q_speed), display=False)
+glue("q8_cost", brief(q8_cost), display=False)
+glue("q_speed", brief(q_speed), display=False)
 
 # %% [markdown]
 # The article's rule destroys the network; with a scale per channel, 8 bits keep the accuracy
@@ -598,7 +604,8 @@ class DistillationModel(tf.keras.Model):
 
 keras.utils.set_random_seed(0)
 original_model = OriginalModel()
-original_model.compile(optimizer='adam', loss='sparse_categorical_crossentropy',
+original_model.compile(optimizer='adam',
+                       loss='sparse_categorical_crossentropy',
                        metrics=['accuracy'])
 original_model.fit(x_train, y_train, epochs=10, verbose=0)
 distillation_model = DistillationModel()
@@ -725,25 +732,22 @@ def student_accs(pairs):
             [test_acc(s) for _, s in pairs.values()])
 
 
-def test_acc(model):
-    return cnl.metrics.accuracy(model, x_test, y_test)
-
 
 acc_alone, acc_kd = student_accs(pairs)
 kd_gain = stats.paired_difference(acc_kd, acc_alone,
                                   names=("distilled", "alone"))
 kd_vs_teacher = vs(KD, TEACHER)
-print(kd_gain, kd_vs_teacher, sep="\n")
+report(kd_gain, kd_vs_teacher)
 assert kd_vs_teacher.difference > -0.05   # within 5 points of the teacher
 assert kd_gain.low > -0.02                # distilling costs nothing
 kd_speed = speed({"teacher": teacher, "student": student}, "teacher")
-print(kd_speed["student"])
+report(kd_speed["student"])
 
 # %% tags=["remove-cell", "nbval-ignore-output"]
 glue("kd_share", f"{kd_r['params'] / teacher_r['params']:.1%}", display=False)
-glue("kd_gain", str(kd_gain), display=False)
-glue("kd_vs_teacher", str(kd_vs_teacher), display=False)
-glue("kd_speed", str(kd_speed["student"]), display=False)
+glue("kd_gain", brief(kd_gain), display=False)
+glue("kd_vs_teacher", brief(kd_vs_teacher), display=False)
+glue("kd_speed", brief(kd_speed["student"]), display=False)
 
 # %% [markdown]
 # The distilled student has {glue:text}`kd_share` of the teacher's parameters. Against the
@@ -896,6 +900,6 @@ gain8 = stats.paired_difference(acc_kd8, acc_alone8,
 change = stats.paired_difference(np.subtract(acc_kd8, acc_alone8),
                                  np.subtract(acc_kd, acc_alone),
                                  names=("gain at 8", "gain at 16"))
-glue("ex3_gain8", str(gain8), display=False)
-glue("ex3_gain16", str(kd_gain), display=False)
-glue("ex3_change", str(change), display=False)
+glue("ex3_gain8", brief(gain8), display=False)
+glue("ex3_gain16", brief(kd_gain), display=False)
+glue("ex3_change", brief(change), display=False)

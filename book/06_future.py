@@ -50,8 +50,8 @@ from myst_nb import glue
 
 import compressnet_lite as cnl
 from compressnet_lite import stats
-from compressnet_lite.notebook import (latency_ratio, setup, show_source,
-                                       time_rounds)
+from compressnet_lite.notebook import (brief, latency_ratio, report, setup,
+                                       show_source, time_rounds)
 
 setup()
 Q = cnl.quantization
@@ -95,7 +95,7 @@ size = {name: int(np.prod(net.get_layer(name).kernel.shape))
 print(f"kernel weights per layer: {size}")
 
 # %% tags=["nbval-ignore-output"]
-print(f"dense test accuracy: {stats.mean_interval(base_acc)}")
+report(f"dense test accuracy: {stats.mean_interval(base_acc)}")
 
 # %%
 assert base_acc.min() > 0.9
@@ -162,7 +162,7 @@ def input_norms(model, layer, x):
 
 
 def wanda_scores(model, layers, data):
-    """Wanda's score |W_ij| * ||X_j||_2 for Dense kernels of shape (in, out)."""
+    """Wanda's score |W_ij| * ||X_j||_2, Dense kernels of shape (in, out)."""
     return [np.abs(keras.ops.convert_to_numpy(layer.kernel))
             * input_norms(model, layer, data[0])[:, None] for layer in layers]
 
@@ -214,22 +214,23 @@ GROUP = {s: compare("magnitude, per output", "magnitude, layer-wide", s)
 
 # %% tags=["nbval-ignore-output"]
 for (b, s), d in WANDA_VS.items():
-    print(f"{s:.0%}: {d}")
+    report(f"{s:.0%}: {d}")
 for s, d in GROUP.items():
-    print(f"{s:.0%}: {d}")
+    report(f"{s:.0%}: {d}")
 
 # %% tags=["hide-input", "nbval-ignore-output"]
-fig, ax = plt.subplots(figsize=(8, 4))
-for k, c in enumerate(CRITERIA):
-    est = [stats.mean_interval(one_shot[c, s]) for s in SPARSITIES]
-    x = np.arange(len(SPARSITIES)) + 0.15 * (k - 1.5)
-    ax.errorbar(x, [100 * e.mean for e in est], fmt="o", capsize=4, label=c,
-                yerr=[[100 * (e.mean - e.low) for e in est],
-                      [100 * (e.high - e.mean) for e in est]])
-ax.set_xticks(range(len(SPARSITIES)), [f"{s:.0%} pruned" for s in SPARSITIES])
-ax.set(ylabel="test accuracy (%), mean and 95% CI",
-       title="One-shot pruning of LeNet-300-100, no fine-tuning, 5 seeds")
-ax.legend(fontsize=9)
+fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+for ax, s in zip(axes, SPARSITIES):
+    for k, c in enumerate(CRITERIA):
+        e = stats.mean_interval(one_shot[c, s])
+        err = [[100 * (e.mean - e.low)], [100 * (e.high - e.mean)]]
+        ax.errorbar([k], [100 * e.mean], yerr=err, fmt="o", capsize=5,
+                    color=f"C{k}")
+    ticks = [c.replace(", ", "\n").replace(" (", "\n(") for c in CRITERIA]
+    ax.set_xticks(range(len(CRITERIA)), ticks, fontsize=8)
+    ax.set(title=f"{s:.0%} of every layer pruned", xlim=(-0.5, 3.5))
+axes[0].set_ylabel("test accuracy (%), mean and 95% CI")
+fig.suptitle("One-shot pruning of LeNet-300-100, no fine-tuning, 5 seeds")
 fig.tight_layout()
 plt.show()
 
@@ -332,9 +333,11 @@ scans = {seed: scan(nets[seed]) for seed in SEEDS}
 # %% tags=["hide-input"]
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
 for name in layers:
-    p = np.array([[scans[s][0][name][x] for x in SPARSITY_GRID] for s in SEEDS])
+    p = np.array([[scans[s][0][name][x] for x in SPARSITY_GRID]
+                  for s in SEEDS])
     q = np.array([[scans[s][1][name][b] for b in BIT_GRID] for s in SEEDS])
-    ax1.plot(SPARSITY_GRID, p.mean(0), "o-", label=f"{name} ({size[name]:,} w)")
+    ax1.plot(SPARSITY_GRID, p.mean(0), "o-",
+             label=f"{name} ({size[name]:,} w)")
     ax1.fill_between(SPARSITY_GRID, p.min(0), p.max(0), alpha=0.2)
     ax2.plot(BIT_GRID, q.mean(0), "o-", label=name)
     ax2.fill_between(BIT_GRID, q.min(0), q.max(0), alpha=0.2)
@@ -372,8 +375,8 @@ def allocate(scan, cost, budget):
 
     scan[layer][setting] -> accuracy, cost(layer, setting) -> units.
     """
-    order = {name: sorted(scan[name], key=lambda s: cost(name, s), reverse=True)
-             for name in scan}
+    order = {name: sorted(scan[name], key=lambda s: cost(name, s),
+                          reverse=True) for name in scan}
     choice = {name: order[name][0] for name in scan}
     while sum(cost(name, choice[name]) for name in scan) > budget:
         moves = []
@@ -385,7 +388,7 @@ def allocate(scan, cost, budget):
                 drop = max(scan[name][choice[name]] - scan[name][nxt], 0.0)
                 moves.append((drop / saved, -saved, name, nxt))
         if not moves:
-            raise ValueError("budget cannot be met by any setting in the scan")
+            raise ValueError("no setting in the scan meets the budget")
         _, _, name, nxt = min(moves)
         choice[name] = nxt
     return choice
@@ -400,7 +403,7 @@ def kernel_bits(name, b):
 
 
 weight_budget = sum(kept_weights(name, 0.9) for name in layers)  # uniform 90%
-bit_budget = sum(kernel_bits(name, 2) for name in layers)        # uniform 2 bit
+bit_budget = sum(kernel_bits(name, 2) for name in layers)      # uniform 2 bit
 plans = {seed: (allocate(scans[seed][0], kept_weights, weight_budget),
                 allocate(scans[seed][1], kernel_bits, bit_budget))
          for seed in SEEDS}
@@ -443,7 +446,8 @@ acc = {k: [] for k in ("prune uniform", "prune chosen", "2-bit uniform",
 stored = {"2-bit uniform": [], "mixed bits chosen": []}
 for seed in SEEDS:
     sparsity_plan, bit_plan = plans[seed]
-    acc["prune uniform"].append(test_acc(pruned(nets[seed], uniform_sparsity)))
+    acc["prune uniform"].append(
+        test_acc(pruned(nets[seed], uniform_sparsity)))
     acc["prune chosen"].append(test_acc(pruned(nets[seed], sparsity_plan)))
     for label, plan in [("2-bit uniform", uniform_bits),
                         ("mixed bits chosen", bit_plan)]:
@@ -464,7 +468,7 @@ paper_ratio = np.array([sum(kernel_bits(n, b) for n, b in q.items())
 
 # %% tags=["nbval-ignore-output"]
 for k, d in chosen_vs.items():
-    print(f"{k}: {d}")
+    report(f"{k}: {d}")
 print("kernel bits on paper, mixed / uniform 2 bit, per seed:",
       np.round(paper_ratio, 2))
 print("stored weight bytes, mixed / uniform 2 bit, per seed:",
@@ -484,8 +488,8 @@ def bits_per_weight(report, layer):
 
 
 mixed0, uniform0 = stored["mixed bits chosen"][0], stored["2-bit uniform"][0]
-glue("d_prune", str(chosen_vs["pruning"]), display=False)
-glue("d_bits", str(chosen_vs["bits"]), display=False)
+glue("d_prune", brief(chosen_vs["pruning"]), display=False)
+glue("d_bits", brief(chosen_vs["bits"]), display=False)
 glue("bits_2", ", ".join(f"{n} {bits_per_weight(uniform0, n):.2f}"
                          for n in layers), display=False)
 glue("mixed_plan", ", ".join(f"{n} {b} bit" for n, b in plans[0][1].items()),
@@ -555,13 +559,13 @@ tuned_vs_dense = stats.paired_difference(tuned["chosen"], base_acc,
                                          names=("chosen, tuned", "dense"))
 
 # %% tags=["nbval-ignore-output"]
-print(tuned_vs, tuned_vs_dense, narrows, sep="\n")
+report(tuned_vs, tuned_vs_dense, narrows)
 assert tuned_vs.low > 0   # the chosen plan stays better after fine-tuning
 
 # %% tags=["remove-cell", "nbval-ignore-output"]
-glue("tuned_vs", str(tuned_vs), display=False)
-glue("tuned_vs_dense", str(tuned_vs_dense), display=False)
-glue("narrows", str(narrows), display=False)
+glue("tuned_vs", brief(tuned_vs), display=False)
+glue("tuned_vs_dense", brief(tuned_vs_dense), display=False)
+glue("narrows", brief(narrows), display=False)
 
 # %% [markdown]
 # After fine-tuning the chosen plan stays better: {glue:text}`tuned_vs`; against the dense
@@ -595,8 +599,9 @@ pd.DataFrame([{"stage": r["stage"], "accuracy": r["accuracy"],
      "vs float32": "{:.1f}x"})
 
 # %% tags=["nbval-ignore-output"]
-print(vs_net)
-print(f"pipeline (one step, 3 epochs of fine-tuning): {pipeline_seconds:.0f} s")
+report(vs_net)
+print(f"pipeline (one step, 3 epochs of fine-tuning): "
+      f"{pipeline_seconds:.0f} s")
 assert final["float32_bytes"] / final["cnl_bytes"] > 10
 assert vs_net.difference > -0.03
 
@@ -637,17 +642,17 @@ print(f"int8 .tflite:    {len(int8_tfl) / 1024:.0f} KiB")
 assert len(int8_tfl) < 0.35 * len(float_tfl)
 
 # %% tags=["nbval-ignore-output"]
-print(int8_vs_float)
+report(int8_vs_float)
 assert int8_vs_float.verdict != "float32 better"
 rounds = time_rounds({"float32": run_float, "int8": run_int8},
                      data.x_test[:256], rounds=15, runs=10)
 speed = latency_ratio(rounds["int8"], rounds["float32"],
                       names=("int8", "float32"))
-print(speed)
+report(speed)
 
 # %% tags=["remove-cell", "nbval-ignore-output"]
-glue("tfl_speed", str(speed), display=False)
-glue("tfl_acc", str(int8_vs_float), display=False)
+glue("tfl_speed", brief(speed), display=False)
+glue("tfl_acc", brief(int8_vs_float), display=False)
 
 # %% [markdown]
 # The int8 file is less than 35% of the float32 one (the weights take a quarter; the graph
@@ -720,8 +725,9 @@ calib = []
 for s in SPARSITIES:
     acc16 = [test_acc(cnl.pruning.prune(nets[seed], s, data=few,
              criterion=CRITERIA[wanda])) for seed in SEEDS]
-    calib.append(f"at {s:.0%}, " + str(stats.paired_difference(
-        acc16, one_shot[wanda, s], names=("16 examples", "256"))))
+    calib.append(f"at {s:.0%}, 16 minus 256 examples " + brief(
+        stats.paired_difference(acc16, one_shot[wanda, s],
+                                names=("16 examples", "256"))))
 glue("ex1_calib", "; ".join(calib), display=False)
 
 # %% [markdown]
@@ -767,7 +773,8 @@ for keep in (0.2, 0.1, 0.05):
                for s in SEEDS]
     d = stats.paired_difference(ours, uniform, names=("chosen", "uniform"))
     sweep_text.append(f"{keep:.0%} kept: {100 * d.mean:+.1f} points "
-                      f"[{100 * d.low:+.1f}, {100 * d.high:+.1f}], {d.verdict}")
+                      f"[{100 * d.low:+.1f}, {100 * d.high:+.1f}], "
+                      f"{d.verdict}")
 glue("ex2_sweep", "; ".join(sweep_text), display=False)
 
 # %% [markdown]

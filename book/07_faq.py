@@ -32,7 +32,8 @@ from myst_nb import glue
 
 import compressnet_lite as cnl
 from compressnet_lite import stats
-from compressnet_lite.notebook import latency_ratio, setup, time_rounds
+from compressnet_lite.notebook import (latency_ratio, report, setup,
+                                       time_rounds)
 
 setup()
 digits = cnl.data.load()            # $CNL_DATA, else the bundled digits
@@ -143,15 +144,15 @@ assert stored.ratio > 3
 # %%
 macs_dense = cnl.metrics.flops(mlp)
 macs_nonzero = cnl.metrics.flops(pruned, nonzero_only=True)
-print(f"multiply-accumulates (MACs) per example: dense kernels {macs_dense:,}; "
-      f"counted on the non-zeros only {macs_nonzero:,}")
+print(f"multiply-accumulates (MACs) per example: dense kernels "
+      f"{macs_dense:,}; counted on the non-zeros only {macs_nonzero:,}")
 
 # %% tags=["nbval-ignore-output"]
 rounds = time_rounds({"dense": mlp, "pruned": pruned}, digits.x_test[:256],
                      rounds=15, runs=10)
 speed = latency_ratio(rounds["pruned"], rounds["dense"],
                       names=("pruned", "dense"))
-print(speed)
+report(speed)
 assert speed.low > 0.5  # not even 2x faster, with 10x fewer non-zeros
 
 # %% [markdown]
@@ -186,8 +187,8 @@ vs_int8 = stats.mcnemar(correct(int8), base_right,
 
 # %% tags=["nbval-ignore-output"]
 print(f"kernel weights that round(W) sets to 0: {zero_share:.1%}")
-print(vs_round)
-print(vs_int8)
+report(vs_round)
+report(vs_int8)
 assert zero_share > 0.9
 assert vs_round.verdict == "float better" and vs_round.difference < -0.2
 assert vs_int8.verdict == "indistinguishable here"
@@ -218,15 +219,16 @@ for k, (T, p) in enumerate(soft.items()):
     ax.bar(np.arange(4) + (k - 1) * width, p, width, label=f"T = {T}")
 ax.set_xticks(range(4), [f"class {c}\nlogit {z:g}" for c, z in
                          enumerate(logits[0])])
-ax.set(ylabel="softmax(z / T)", yscale="log", ylim=(1e-5, 1.5),
+ax.set(ylabel="softmax(z / T)", yscale="log", ylim=(1e-5, 30),
        title="One teacher output at three temperatures")
-ax.legend()
+ax.legend(ncol=3, loc="upper right")
+glue("p3_t1", f"{soft[1][3]:.3%}", display=False)
 fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# At $T = 1$ the runner-up classes are invisible (note the log scale: class 3 gets about
-# 0.01%); at $T = 20$ the four are nearly uniform. The student
+# At $T = 1$ the runner-up classes are invisible (note the log scale: class 3 gets
+# {glue:text}`p3_t1`); at $T = 20$ the four are nearly uniform. The student
 # learns from the relative sizes of the small probabilities, so $T$ should make them
 # visible without flattening everything. {doc}`03_3_distillation` measures students over
 # $T \in \{1, 2, 4, 8, 20\}$ on the digits; also beware Keras'
@@ -257,7 +259,8 @@ import textwrap
 def imports_tensorflow(fn):
     tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
     return any(isinstance(node, (ast.Import, ast.ImportFrom))
-               and "tensorflow" in ast.unparse(node) for node in ast.walk(tree))
+               and "tensorflow" in ast.unparse(node)
+               for node in ast.walk(tree))
 
 
 def defined_here(fn, module):
@@ -266,8 +269,8 @@ def defined_here(fn, module):
 
 
 modules = [cnl.pruning, cnl.quantization, cnl.tflite, cnl.distillation,
-           cnl.metrics, cnl.storage, cnl.pipeline, cnl.clustering, cnl.merging,
-           cnl.lowrank, cnl.surgery]
+           cnl.metrics, cnl.storage, cnl.pipeline, cnl.clustering,
+           cnl.merging, cnl.lowrank, cnl.surgery]
 tf_bound = sorted(f"{m.__name__.split('.')[-1]}.{name}" for m in modules
                   for name, fn in vars(m).items()
                   if defined_here(fn, m) and imports_tensorflow(fn))
@@ -331,7 +334,7 @@ assert cnl_bytes < 0.2 * keras_bytes
 # %% tags=["nbval-ignore-output"]
 vs_small = stats.mcnemar(correct(small), base_right,
                          names=("compressed", "original"))
-print(vs_small)
+report(vs_small)
 assert vs_small.difference > -0.02   # within 2 points of the original
 
 # %% [markdown]
@@ -365,7 +368,8 @@ assert vs_small.difference > -0.02   # within 2 points of the original
 report = cnl.storage.save_compressed(pruned, work / "pruned.cnl")
 gz = cnl.metrics.model_bytes(pruned).gzip
 glue("ex1_sizes", f"float32 weights {report.float32_bytes:,} bytes, "
-     f".keras + gzip {gz:,} bytes, .cnl {report.total:,} bytes", display=False)
+     f".keras + gzip {gz:,} bytes, .cnl {report.total:,} bytes",
+     display=False)
 assert report.total < gz   # the sparse format beats gzip
 
 # %% [markdown]

@@ -16,13 +16,15 @@ import dataclasses
 import inspect
 import logging
 import os
+import textwrap
 import warnings
 from typing import Any, Callable, Mapping, Sequence
 
 import keras
 import numpy as np
 
-__all__ = ["setup", "show_source", "SEED", "time_rounds", "latency_ratio", "LatencyRatio"]
+__all__ = ["setup", "show_source", "SEED", "time_rounds", "latency_ratio", "LatencyRatio",
+           "brief", "report"]
 
 SEED = 0
 
@@ -202,3 +204,54 @@ def latency_ratio(a: Sequence[float], b: Sequence[float], *, names: Sequence[str
     return LatencyRatio(float(np.exp(d.mean)), float(np.exp(d.low)), float(np.exp(d.high)),
                         d.n, float(np.median(a) * 1e3), float(np.median(b) * 1e3),
                         d.confidence, d.names)
+
+
+def brief(result: Any) -> str:
+    """A short line for prose: a comparison's size, interval and verdict, no names.
+
+    ``str()`` of a :class:`~compressnet_lite.stats.PairedDifference`,
+    :class:`~compressnet_lite.stats.McNemar` or :class:`LatencyRatio` names both sides and
+    every detail, which suits a printed log; inside a sentence (a glued value) this shorter
+    form reads better.
+
+    Raises:
+        TypeError: ``result`` is none of the three.
+
+    Example:
+        >>> from compressnet_lite import stats
+        >>> brief(stats.paired_difference([0.95, 0.96, 0.97], [0.94, 0.96, 0.95]))
+        '+1.00 points [95% CI -1.48, +3.48], 3 seeds: indistinguishable here'
+    """
+    from compressnet_lite import stats
+
+    if isinstance(result, stats.PairedDifference):
+        k, u = result.scale, f" {result.unit}" if result.unit else ""
+        return (f"{result.mean * k:+.2f}{u} [{result.confidence:.0%} CI "
+                f"{result.low * k:+.2f}, {result.high * k:+.2f}], {result.n} seeds: "
+                f"{result.verdict}")
+    if isinstance(result, stats.McNemar):
+        p = "p < 0.001" if result.p_value < 0.001 else f"p = {result.p_value:.2g}"
+        return (f"{result.difference * 100:+.2f} points on {result.n} test images, "
+                f"McNemar {p}: {result.verdict}")
+    if isinstance(result, LatencyRatio):
+        return (f"{result.ratio:.2f}x the time [{result.confidence:.0%} CI "
+                f"{result.low:.2f}, {result.high:.2f}], {result.rounds} rounds: "
+                f"{result.verdict}")
+    raise TypeError(f"result must be a PairedDifference, McNemar or LatencyRatio, "
+                    f"got {type(result).__name__}")
+
+
+def report(*items: Any, width: int = 78) -> None:
+    """Print each item (a statistic, a latency ratio, any text) wrapped to ``width`` columns.
+
+    A comparison's full line (names, interval, test, verdict) is longer than a book's code
+    column; wrapped, with continuation lines indented, it stays readable without scrolling.
+
+    Example:
+        >>> report("a " * 10, width=12)
+        a a a a a a
+            a a a a
+    """
+    for item in items:
+        print(textwrap.fill(str(item), width, subsequent_indent="    ",
+                            break_long_words=False, break_on_hyphens=False))

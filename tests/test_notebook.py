@@ -82,3 +82,31 @@ def test_time_rounds_rejects_bad_arguments(kwargs, exc, match):
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         notebook.time_rounds(args.pop("models"), args.pop("x"), **args)
+
+
+def test_brief_formats_each_result_without_names():
+    from compressnet_lite import stats
+
+    d = stats.paired_difference([0.95, 0.96, 0.97], [0.90, 0.93, 0.92], names=("new", "old"))
+    assert notebook.brief(d).startswith("+4.33 points [95% CI ") and "3 seeds: new better" in notebook.brief(d)
+    m = stats.mcnemar([1] * 10 + [0] * 5, [0] * 10 + [0] * 5, names=("a", "b"))
+    assert notebook.brief(m) == "+66.67 points on 15 test images, McNemar p = 0.002: a better"
+    r = notebook.latency_ratio([1.0, 1.1, 0.9, 1.0], [2.0, 2.1, 2.0, 1.9], names=("x", "y"))
+    assert notebook.brief(r).startswith("0.50x the time [95% CI ") and r.verdict in notebook.brief(r)
+
+
+def test_brief_rejects_other_objects():
+    with pytest.raises(TypeError, match="result must be"):
+        notebook.brief(0.5)
+
+
+def test_report_wraps_long_results(capsys):
+    from compressnet_lite import stats
+
+    d = stats.paired_difference([0.95, 0.96, 0.97], [0.90, 0.93, 0.92],
+                                names=("a long method name", "another long name"))
+    notebook.report(d, "short")
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) >= 3 and all(len(line) <= 78 for line in lines)
+    assert lines[1].startswith("    ") and lines[-1] == "short"
+    assert " ".join(line.strip() for line in lines[:-1]) == str(d)
