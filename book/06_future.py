@@ -481,8 +481,9 @@ assert chosen_vs["bits"].verdict == "chosen better"
 assert np.all(byte_ratio > paper_ratio)
 
 # %% tags=["remove-cell", "nbval-ignore-output"]
-def bits_per_weight(report, layer):
-    row = next(r for r in report.per_weight() if r["weight"].startswith(layer)
+def bits_per_weight(size_report, layer):
+    row = next(r for r in size_report.per_weight()
+               if r["weight"].startswith(layer)
                and r["weight"].endswith("kernel"))
     return 8 * row["bytes"] / row["size"]
 
@@ -583,10 +584,10 @@ glue("narrows", brief(narrows), display=False)
 
 # %%
 start = time.perf_counter()
-final_model, report = cnl.pipeline.compress(
+final_model, stages = cnl.pipeline.compress(
     tuned_models[0, "chosen"], train, [("quantize", 4)], fine_tune_epochs=3)
 pipeline_seconds = time.perf_counter() - start
-final = report.rows[-1]
+final = stages.rows[-1]
 vs_net = stats.mcnemar(test_correct(final_model), test_correct(net),
                        names=("pruned + 4 bit", "dense"))
 
@@ -594,7 +595,7 @@ vs_net = stats.mcnemar(test_correct(final_model), test_correct(net),
 pd.DataFrame([{"stage": r["stage"], "accuracy": r["accuracy"],
                "non-zeros": r["nonzero"], "stored KiB": r["cnl_bytes"] / 1024,
                "vs float32": r["float32_bytes"] / r["cnl_bytes"]}
-              for r in report.rows]).set_index("stage").style.format(
+              for r in stages.rows]).set_index("stage").style.format(
     {"accuracy": "{:.3f}", "non-zeros": "{:,}", "stored KiB": "{:.1f}",
      "vs float32": "{:.1f}x"})
 

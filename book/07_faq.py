@@ -355,8 +355,8 @@ assert vs_small.difference > -0.02   # within 2 points of the original
 # :::{admonition} Solution
 # :class: dropdown
 # ```python
-# report = cnl.storage.save_compressed(pruned, "pruned.cnl")
-# print(report.total, cnl.metrics.model_bytes(pruned).gzip, report.float32_bytes)
+# saved = cnl.storage.save_compressed(pruned, "pruned.cnl")
+# print(saved.total, cnl.metrics.model_bytes(pruned).gzip, saved.float32_bytes)
 # ```
 # gzip finds the long runs of zero bytes and shrinks the file, but it does not know that the
 # data are float32 weights; the sparse format stores only the survivors and their positions,
@@ -365,12 +365,12 @@ assert vs_small.difference > -0.02   # within 2 points of the original
 # :::
 
 # %% tags=["remove-cell", "nbval-ignore-output"]
-report = cnl.storage.save_compressed(pruned, work / "pruned.cnl")
+saved = cnl.storage.save_compressed(pruned, work / "pruned.cnl")
 gz = cnl.metrics.model_bytes(pruned).gzip
-glue("ex1_sizes", f"float32 weights {report.float32_bytes:,} bytes, "
-     f".keras + gzip {gz:,} bytes, .cnl {report.total:,} bytes",
+glue("ex1_sizes", f"float32 weights {saved.float32_bytes:,} bytes, "
+     f".keras + gzip {gz:,} bytes, .cnl {saved.total:,} bytes",
      display=False)
-assert report.total < gz   # the sparse format beats gzip
+assert saved.total < gz   # the sparse format beats gzip
 
 # %% [markdown]
 #
