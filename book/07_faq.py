@@ -277,7 +277,8 @@ tf_bound = sorted(f"{m.__name__.split('.')[-1]}.{name}" for m in modules
 print("public functions and classes that import TensorFlow:")
 print([name for name in tf_bound if not name.split(".")[1].startswith("_")])
 assert "tflite.to_tflite" in tf_bound
-assert not any(n.startswith(("pruning.", "metrics.")) for n in tf_bound), tf_bound
+assert not any(n.startswith(("pruning.", "metrics.")) for n in tf_bound), \
+    tf_bound
 
 # %% [markdown]
 # TensorFlow Lite export is TensorFlow by nature (on another backend `to_tflite` says so);
