@@ -170,10 +170,6 @@ def _pair(teacher_logits: Any, student_logits: Any) -> tuple[np.ndarray, np.ndar
 # Keras glue
 # ---------------------------------------------------------------------------------------
 
-def _is_softmax(fn: Any) -> bool:
-    return getattr(fn, "__name__", "") == "softmax"
-
-
 def _is_linear(fn: Any) -> bool:
     return fn is None or getattr(fn, "__name__", "") == "linear"
 
@@ -239,11 +235,18 @@ def logits_model(model: keras.Model, name: str = "model") -> keras.Model:
     if len(outputs) != 1:
         raise ValueError(f"{name} must have one output (the class scores), got {len(outputs)}")
     layer = outputs[0]._keras_history.operation
+    if isinstance(layer, keras.Model):
+        if models._ends_in_softmax(layer):
+            raise ValueError(f"{name} ends in a softmax inside its sub-model {layer.name!r}; its logits "
+                             f"cannot be read from the outer graph: end the model in a linear layer "
+                             f"or a Softmax layer of the outer model")
+        raise ValueError(f"{name}'s output comes from the sub-model {layer.name!r}; pass a model whose "
+                         f"output layer ends in logits or a softmax")
     activation = getattr(layer, "activation", None)
     if isinstance(layer, keras.layers.Softmax) or (isinstance(layer, keras.layers.Activation)
-                                                    and _is_softmax(activation)):
+                                                    and models._is_softmax(activation)):
         logits = layer.input  # rule 2: the layer before
-    elif _is_softmax(activation):
+    elif models._is_softmax(activation):
         logits = _PreActivation(layer)(layer.input)  # rule 3: same layer, activation off
     elif _is_linear(activation) and not isinstance(layer, (keras.layers.ReLU, keras.layers.LeakyReLU)):
         return model  # rule 1
@@ -345,10 +348,15 @@ def teacher_targets(teacher: keras.Model, x: Any, temperature: float = 4.0, *,
             ``temperature <= 0``.
 
     Example:
-        >>> targets = teacher_targets(teacher, data.x_train, 4.0)  # doctest: +SKIP
-        >>> ds = tf.data.Dataset.from_tensor_slices((data.x_train, targets)).shuffle(2048).batch(32)
-        >>> student.compile(optimizer="adam", loss=SoftTargetLoss(4.0))  # doctest: +SKIP
-        >>> student.fit(ds, epochs=10)  # doctest: +SKIP
+        >>> import compressnet_lite as cnl
+        >>> data = cnl.data.load_digits()
+        >>> teacher = cnl.models.seed_mlp()  # train it first; untrained here for speed
+        >>> targets = teacher_targets(teacher, data.x_train, 4.0)
+        >>> targets.shape, bool(np.allclose(targets.sum(axis=1), 1.0))
+        ((1347, 10), True)
+        >>> student = cnl.models.mlp(64, [16], logits=True)
+        >>> student.compile(optimizer="adam", loss=SoftTargetLoss(4.0))
+        >>> history = student.fit(data.x_train, targets, batch_size=64, epochs=1, verbose=0)
     """
     temperature = _check_temperature(temperature)
     view = logits_model(teacher, "teacher")
@@ -417,10 +425,15 @@ class Distiller(keras.distillation.Distiller):
             cannot be found (see :func:`logits_model`).
 
     Example:
-        >>> distiller = Distiller(student, teacher, temperature=4.0, alpha=0.1)  # doctest: +SKIP
-        >>> distiller.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"])
-        >>> distiller.fit(x_train, y_train, epochs=10)
-        >>> distiller.student.save("student.keras")
+        >>> import compressnet_lite as cnl
+        >>> data = cnl.data.load_digits()
+        >>> teacher = cnl.models.seed_mlp()  # train it first; untrained here for speed
+        >>> student = cnl.models.mlp(64, [16], logits=True)
+        >>> distiller = Distiller(student, teacher, temperature=4.0, alpha=0.1)
+        >>> distiller.compile(optimizer=keras.optimizers.Adam(1e-3))
+        >>> history = distiller.fit(data.x_train, data.y_train, epochs=1, verbose=0)
+        >>> distiller.student.output.shape  # the student is the model to keep and save
+        (None, 10)
     """
 
     def __init__(self, student: keras.Model, teacher: keras.Model, temperature: float = 4.0,

@@ -202,10 +202,34 @@ def clone(model: keras.Model) -> keras.Model:
     return copy
 
 
+def _is_softmax(fn: Any) -> bool:
+    """Whether an activation function is Keras' softmax."""
+    return getattr(fn, "__name__", "") == "softmax"
+
+
+def _output_layer(model: keras.Model) -> keras.layers.Layer:
+    """The layer that produces ``model``'s single output, looking into nested sub-models.
+
+    A model without a symbolic graph, or with several outputs, gives its last layer.
+    """
+    layer = model
+    while isinstance(layer, keras.Model):
+        outputs = getattr(layer, "outputs", None) or []
+        if len(outputs) == 1 and hasattr(outputs[0], "_keras_history"):
+            layer = outputs[0]._keras_history.operation
+        elif layer.layers:
+            layer = layer.layers[-1]
+        else:
+            break
+    return layer
+
+
 def _ends_in_softmax(model: keras.Model) -> bool:
-    last = model.layers[-1]
-    act = getattr(last, "activation", None)
-    return isinstance(last, keras.layers.Softmax) or getattr(act, "__name__", "") == "softmax"
+    """Whether ``model`` outputs probabilities: its output layer is a ``Softmax`` layer or has
+    a softmax activation (``Dense(..., "softmax")``, ``Activation("softmax")``). The one
+    detector the library uses (losses, gradient criteria, distillation)."""
+    layer = _output_layer(model)
+    return isinstance(layer, keras.layers.Softmax) or _is_softmax(getattr(layer, "activation", None))
 
 
 def _shape(input_shape: Sequence[int] | int) -> tuple[int, ...]:

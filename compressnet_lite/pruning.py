@@ -458,20 +458,13 @@ def _batch(data: Any, name: str = "data") -> tuple[np.ndarray, np.ndarray | None
     return x.astype(np.float32), y
 
 
-def _loss(model: keras.Model) -> keras.losses.Loss:
-    act = getattr(model.layers[-1], "activation", None)
-    softmax = getattr(act, "__name__", "") == "softmax" or isinstance(model.layers[-1], keras.layers.Softmax)
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=not softmax)
-
-
 def _kernel_gradients(model: keras.Model, layers: list, data: Any, batch_size: int = 512) -> list[np.ndarray]:
     """Gradient of the mean cross-entropy over ``data`` with respect to each layer's kernel
     (on any backend: :func:`compressnet_lite._backend.loss_gradients`)."""
     x, y = _batch(data)
     if y is None:
         raise ValueError("data needs labels for a gradient criterion: pass (x, y)")
-    return _backend.loss_gradients(model, [l.kernel for l in layers], x, y, loss=_loss(model),
-                                   batch_size=batch_size)
+    return _backend.loss_gradients(model, [l.kernel for l in layers], x, y, batch_size=batch_size)
 
 
 def magnitude(model: keras.Model, layers: list, data: Any = None) -> list[np.ndarray]:
@@ -801,7 +794,7 @@ class GroupImportance:
                     wanted.append((m, path, variables[path]))
         unique = list({id(v): v for _, _, v in wanted}.values())
         grads = dict(zip((id(v) for v in unique),
-                         _backend.loss_gradients(model, unique, x, y, loss=_loss(model))))
+                         _backend.loss_gradients(model, unique, x, y)))
         out = {}
         for m, path, v in wanted:
             g = np.moveaxis(np.asarray(grads[id(v)]), [a for p, a, _ in m.slices if p == path][0], 0)

@@ -107,3 +107,42 @@ def test_clone_copies_weights_without_optimizer(digits):
         np.testing.assert_array_equal(a, b)
     c.get_layer("fc1").set_weights([np.zeros((64, 64)), np.zeros(64)])
     assert np.any(m.get_layer("fc1").get_weights()[0] != 0)  # the original is untouched
+
+
+def _head(kind):
+    """Small functional models whose heads differ; the layer list order hides the output."""
+    inp = keras.Input((4,))
+    side = keras.layers.Dense(3, name="side")
+    if kind == "softmax-layer":
+        out = keras.layers.Softmax(name="sm")(keras.layers.Dense(3)(inp))
+    elif kind == "activation-softmax":
+        out = keras.layers.Activation("softmax", name="sm")(keras.layers.Dense(3)(inp))
+    elif kind == "dense-softmax":
+        out = keras.layers.Dense(3, activation="softmax", name="sm")(inp)
+    elif kind == "logits":
+        out = keras.layers.Dense(3, name="logits")(inp)
+    elif kind == "nested-softmax":  # the head is a sub-model ending in a softmax
+        head = keras.Sequential([keras.layers.Dense(3, activation="softmax")], name="head")
+        out = head(keras.layers.Dense(5)(inp))
+    else:  # the output is a linear Dense, but the last layer Keras lists is a softmax Dense
+        hidden = keras.layers.Dense(3, activation="softmax", name="late")(inp)
+        out = keras.layers.Add(name="sum")([keras.layers.Dense(3)(inp), side(hidden)])
+    model = keras.Model(inp, out)
+    return model
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("softmax-layer", True), ("activation-softmax", True), ("dense-softmax", True),
+    ("nested-softmax", True), ("logits", False), ("softmax-inside", False)])
+def test_one_softmax_head_detector(kind, expected):
+    """The output layer decides (not the last layer of the list); every module asks models."""
+    from compressnet_lite import _backend, distillation, models
+
+    model = _head(kind)
+    assert models._ends_in_softmax(model) is expected
+    assert _backend._default_loss(model).get_config()["from_logits"] is (not expected)
+    if kind == "nested-softmax":  # never read the probabilities as logits
+        with pytest.raises(ValueError, match="softmax inside its sub-model 'head'"):
+            distillation.logits_model(model)
+    elif kind != "softmax-inside":
+        assert (distillation.logits_model(model) is model) is (not expected)
