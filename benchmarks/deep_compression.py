@@ -259,9 +259,10 @@ def _print(args, name, data, epochs, runs, dense_correct, elapsed) -> None:
               + " / ".join(f"{c['index_bits']:.1f}" for c in cols) + " | "
               + " / ".join(f"{c['bytes'] / (4 * c['size']):.2%}" for c in cols)
               + f" | {' / '.join(PAPER[row['weight']])} |")
-    kernels = [sum(c["bytes"] for c in t2[s] if c["weight"].endswith("kernel")) for s in ("P+Q", "P+Q+H", "P+Q+E")]
+    kernels = [sum(c["bytes"] for c in t2[s] if c["weight"].endswith("kernel"))
+               for s in ("P+Q", "P+Q+H", "P+Q+E")]
     size = sum(c["size"] for c in t2["P+Q+E"] if c["weight"].endswith("kernel"))
-    print(f"| kernels | | | | " + " / ".join(f"{4 * size / k:.0f}x" for k in kernels)
+    print("| kernels | | | | " + " / ".join(f"{4 * size / k:.0f}x" for k in kernels)
           + f" | {' / '.join(PAPER['total'])} |")
 
     ratio_w = np.mean([r["float32"] / sum(nb for ly, w, s, nb in r["rows"] if ly != "(file)") for r in after])
@@ -269,7 +270,8 @@ def _print(args, name, data, epochs, runs, dense_correct, elapsed) -> None:
     print(f"\nAfter: {ratio_f:.1f}x smaller than the float32 weights as a whole file, {ratio_w:.1f}x "
           "counting the weight streams (biases included).")
     target_size = fa.mean() <= 0.85 * TODAY
-    target_acc = (diff is None or diff.low <= 0 <= diff.high or diff.low > 0) and pooled.verdict != "before better"
+    target_acc = ((diff is None or diff.low <= 0 <= diff.high or diff.low > 0)
+                  and pooled.verdict != "before better")
     target_time = tb.mean() / ta.mean() >= 2
     print(f"\nTargets: file >= 15% below {TODAY:,} B at the same accuracy: "
           f"{'MET' if target_size and target_acc else 'MISSED'} "

@@ -153,7 +153,8 @@ def loss_gradients(model: keras.Model, variables: Sequence[Any], x: Any, y: Any,
 
     Example:
         >>> data = cnl.data.load_digits()  # doctest: +SKIP
-        >>> grads = loss_gradients(model, [model.layers[1].kernel], data.x_train, data.y_train)  # doctest: +SKIP
+        >>> grads = loss_gradients(model, [model.layers[1].kernel],
+        ...                        data.x_train, data.y_train)  # doctest: +SKIP
     """
     check_model(model)
     variables = _check_variables(model, variables)

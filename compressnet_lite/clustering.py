@@ -352,7 +352,8 @@ def strip_clustering(model: keras.Model) -> keras.Model:
         return base.from_config(config)
 
     return _clone(model, {name: to_plain for name in clustered},
-                  {name: {"kernel": keras.ops.convert_to_numpy(layer.kernel)} for name, layer in clustered.items()})
+                  {name: {"kernel": keras.ops.convert_to_numpy(layer.kernel)}
+                   for name, layer in clustered.items()})
 
 
 register_transform(_Clustered, strip_clustering)  # how storage.plain_model stores them

@@ -86,7 +86,7 @@ def sparsity(obj: Any) -> float:
     total = sum(a.size for a in arrays)
     if total == 0:
         raise ValueError(f"sparsity: {type(obj).__name__} has no kernels or elements to measure")
-    return 1.0 - sum(np.count_nonzero(a) for a in arrays) / total
+    return float(1.0 - sum(np.count_nonzero(a) for a in arrays) / total)
 
 
 def layer_sparsity(model: keras.Model) -> dict[str, float]:

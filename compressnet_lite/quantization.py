@@ -46,7 +46,8 @@ __all__ = [
     "QuantizedDense", "QuantizedConv2D", "QuantizedDepthwiseConv2D",
     "QATDense", "QATConv2D", "QATDepthwiseConv2D",
     "quantize_model", "quantize_aware", "quantized_layers", "write_packed",
-    "QuantReport", "quantization_report", "to_tflite", "TFLiteRunner", "tflite_predict",
+    "QuantReport", "quantization_report",
+    "to_tflite", "TFLiteRunner", "tflite_predict",  # noqa: F822 - module __getattr__ aliases
 ]
 
 MAX_BITS = 16

@@ -408,7 +408,8 @@ def _open_v3(data: bytes) -> tuple[dict, str, bytes, dict[str, int]]:
         arch = _inflate(data[m_end:a_end]).decode()
     except (zlib.error, ValueError, UnicodeDecodeError) as exc:
         raise CorruptFileError(f"damaged record: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != version:
+    if (not isinstance(manifest, dict) or manifest.get("format") != FORMAT
+            or manifest.get("version") != version):
         raise CorruptFileError("not a compressnet-lite file (manifest has no format tag)")
     try:
         manifest = _normalized(manifest)

@@ -424,7 +424,8 @@ import compressnet_lite as cnl
 from compressnet_lite import clustering, pruning, quantization  # noqa: F401  (registers the layers)
 backend = keras.backend.backend()
 d = cnl.data.load_digits()
-files = [f for f in sorted(glob.glob(sys.argv[1] + "/*.keras")) if not os.path.basename(f).startswith(backend)]
+files = [f for f in sorted(glob.glob(sys.argv[1] + "/*.keras"))
+         if not os.path.basename(f).startswith(backend)]
 assert len(files) == 8, files
 for f in files:
     m = keras.models.load_model(f)  # safe_mode=True

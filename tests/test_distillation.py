@@ -105,7 +105,8 @@ def test_numpy_and_keras_ops_agree(scale, temperature):
                                dist.soften(t, temperature), rtol=1e-4, atol=1e-6)
     assert float(dist.kd_loss_ops(t, s, temperature)) == pytest.approx(
         dist.kd_loss(t, s, temperature), rel=1e-4, abs=1e-5)
-    assert float(dist.logit_matching_loss_ops(t, s)) == pytest.approx(dist.logit_matching_loss(t, s), rel=1e-5)
+    assert float(dist.logit_matching_loss_ops(t, s)) == pytest.approx(
+        dist.logit_matching_loss(t, s), rel=1e-5)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0, 8.0], ids=lambda t: f"T{t:g}")
