@@ -10,7 +10,7 @@ export IPYTHONDIR := $(CURDIR)/.ipython
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: book test venv render check-sync notebooks nb clean test-backends venv-backends
+.PHONY: book test venv render check-sync notebooks nb clean test-backends venv-backends lint
 
 # The library on the other Keras 3 backends: the same stack plus jax (CPU) and torch (the
 # CPU build), in a venv of their own so that the book's .venv stays TensorFlow-only.
@@ -49,6 +49,11 @@ book: venv
 ## Every test: the library's unit tests and nbval over every chapter notebook.
 test: venv
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+## ruff (pyflakes, pycodestyle) over the code, and every docstring example of the library run.
+lint: venv
+	$(BIN)/ruff check compressnet_lite tests benchmarks .ci
+	$(BIN)/python -m pytest -q -p no:cacheprovider -o addopts="" --doctest-modules compressnet_lite
 
 ## Render the committed (validated) outputs with warnings as errors, fresh, without executing.
 render: venv

@@ -6,10 +6,17 @@ renders).
 
     python .ci/notebooks.py build book/01_background.py ...   # convert, execute, strip
     python .ci/notebooks.py check                             # sources == notebooks
+    python .ci/notebooks.py relayout book/01_background.py   # layout-only edits, outputs kept
+
+``relayout`` copies a source's code into its notebook without executing it, and only where
+each changed code cell has the same syntax tree as before (line breaks, parentheses and
+comments alone changed; a string holding a program is compared by its tree too), so the
+stored outputs are still the outputs of that code. Any other change is refused: build it.
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import sys
 import time
@@ -60,6 +67,40 @@ def build(sources: list[str]) -> None:
         print(f"{src.with_suffix('.ipynb')}: executed in {time.perf_counter() - start:.0f} s")
 
 
+def _tree(code: str) -> str:
+    """The syntax tree of a cell's code: line breaks, parentheses and comments ignored."""
+    lines = [line for line in code.splitlines() if not line.lstrip().startswith(("%", "!"))]
+    tree = ast.parse("\n".join(lines))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and "\n" in node.value:
+            try:  # a string holding a program (a subprocess workload): compare its tree
+                node.value = ast.dump(ast.parse(node.value))
+            except SyntaxError:
+                pass
+    return ast.dump(tree)
+
+
+def relayout(sources: list[str]) -> None:
+    for name in sources:
+        src = Path(name)
+        fresh = _from_source(src)
+        old = nbformat.read(src.with_suffix(".ipynb"), as_version=4)
+        if [c.cell_type for c in fresh.cells] != [c.cell_type for c in old.cells]:
+            raise SystemExit(f"{name}: cells added or removed; build it instead")
+        changed = 0
+        for new, cell in zip(fresh.cells, old.cells):
+            if new.source == cell.source and new.metadata.get("tags") == cell.metadata.get("tags"):
+                continue
+            if (new.cell_type != "code" or new.metadata.get("tags") != cell.metadata.get("tags")
+                    or _tree(new.source) != _tree(cell.source)):
+                raise SystemExit(f"{name}: a cell changed beyond its layout; build it instead:\n"
+                                 f"{new.source[:400]}")
+            cell.source = new.source
+            changed += 1
+        nbformat.write(old, src.with_suffix(".ipynb"))
+        print(f"{src.with_suffix('.ipynb')}: {changed} code cells relaid out, outputs kept")
+
+
 def check() -> int:
     bad = 0
     for src in sorted((ROOT / "book").glob("[0-9]*.py")):
@@ -85,6 +126,8 @@ def check() -> int:
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "build" and len(sys.argv) > 2:
         build(sys.argv[2:])
+    elif len(sys.argv) > 2 and sys.argv[1] == "relayout":
+        relayout(sys.argv[2:])
     elif sys.argv[1:] == ["check"]:
         sys.exit(check())
     else:

@@ -71,7 +71,8 @@ builders = {
     "LeNet-300-100 (MNIST)": lambda: cnl.models.lenet_300_100((784,)),
     "LeNet-5 (digits)": lambda: cnl.models.lenet5((8, 8, 1)),
     "LeNet-5 (MNIST)": lambda: cnl.models.lenet5((28, 28, 1)),
-    "MobileNetV2 (224x224 RGB)": lambda: keras.applications.MobileNetV2(weights=None),
+    "MobileNetV2 (224x224 RGB)":
+        lambda: keras.applications.MobileNetV2(weights=None),
 }
 built = {}
 for name, build in builders.items():
@@ -79,8 +80,10 @@ for name, build in builders.items():
     built[name] = build()
 
 counts = pd.DataFrame({
-    "parameters": {name: cnl.metrics.count_params(m) for name, m in built.items()},
-    "MACs per example": {name: cnl.metrics.flops(m) for name, m in built.items()},
+    "parameters": {name: cnl.metrics.count_params(m)
+                   for name, m in built.items()},
+    "MACs per example": {name: cnl.metrics.flops(m)
+                         for name, m in built.items()},
 })
 counts
 
@@ -111,10 +114,12 @@ costs[["float32 bytes (4P)", ".keras file bytes", "gzip bytes"]]
 # %%
 assert costs.loc["LeNet-300-100 (MNIST)", "parameters"] == 266_610
 assert costs.loc["LeNet-5 (MNIST)", "parameters"] == 431_080
-assert costs.loc["seed_mlp (digits)", "parameters"] == 64 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10
+assert costs.loc["seed_mlp (digits)", "parameters"] == (
+    64 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10)
 for name in costs.index:
     # the file holds every float32 weight: it is at least 4 bytes per parameter
-    assert costs.loc[name, ".keras file bytes"] >= costs.loc[name, "float32 bytes (4P)"]
+    assert (costs.loc[name, ".keras file bytes"]
+            >= costs.loc[name, "float32 bytes (4P)"])
 # gzip saves little on the large random-initialised networks (< 15 %)
 big = costs.loc[["LeNet-5 (MNIST)", "MobileNetV2 (224x224 RGB)"]]
 assert (big["gzip bytes"] / big[".keras file bytes"] > 0.85).all()
@@ -138,8 +143,9 @@ def example_batch(model, n):
 timings = {}
 for name, model in built.items():
     runs = 10 if "MobileNet" in name else 30
-    timings[name] = {n: cnl.metrics.latency(model, example_batch(model, n), runs=runs) for n in (1, 256)
-                     if not ("MobileNet" in name and n == 256)}
+    timings[name] = {
+        n: cnl.metrics.latency(model, example_batch(model, n), runs=runs)
+        for n in (1, 256) if not ("MobileNet" in name and n == 256)}
     print(f"{name:28s} batch 1: {timings[name][1]}")
 
 # %% [markdown]
@@ -157,7 +163,8 @@ lat1 = pd.Series({name: t[1].median * 1e3 for name, t in timings.items()})
 ax.loglog(macs, lat1, "o")
 for name in costs.index:
     ax.annotate(name.split(" (")[0] + ("\n(MNIST)" if "MNIST" in name else ""),
-                (macs[name], lat1[name]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+                (macs[name], lat1[name]), fontsize=8, xytext=(4, 4),
+                textcoords="offset points")
 ax.set_xlabel("multiply-accumulates per example")
 ax.set_ylabel("latency, batch 1 (ms, median)")
 ax.set_title("Cost of one forward pass on this CPU")
@@ -166,8 +173,10 @@ plt.show()
 # %%
 mobilenet = timings["MobileNetV2 (224x224 RGB)"][1].median
 small = timings["seed_mlp (digits)"][1].median
-assert mobilenet > 5 * small, "MobileNetV2 must be much slower per example than the article's MLP"
-# throughput: a batch of 256 costs far less than 256 single calls for the small models
+assert mobilenet > 5 * small, \
+    "MobileNetV2 must be much slower per example than the article's MLP"
+# throughput: a batch of 256 costs far less than 256 single calls for the
+# small models
 for name in ["seed_mlp (digits)", "LeNet-300-100 (MNIST)"]:
     assert timings[name][256].median < 256 * timings[name][1].median / 4
 
@@ -238,7 +247,8 @@ base = cnl.models.train(cnl.models.seed_mlp(), data, epochs=5)
 
 pruned = cnl.pruning.prune(base, 0.0)
 schedule = cnl.pruning.PolynomialDecay(0.0, 0.8, begin=0, end=120, frequency=10)
-prune_ms = step_ms(pruned, data, callbacks=[cnl.pruning.PruningCallback(schedule)])
+prune_ms = step_ms(pruned, data,
+                   callbacks=[cnl.pruning.PruningCallback(schedule)])
 qat = cnl.quantization.quantize_aware(base, bits=8)
 qat_ms = step_ms(qat, data)
 print(json.dumps({
@@ -399,7 +409,7 @@ pd.DataFrame(ratios).T.round(3)
 
 # %% tags=["hide-cell"]
 for r in ratios.values():
-    assert r["gzip / .keras file"] < 0.75  # the file's text and metadata compress
+    assert r["gzip / .keras file"] < 0.75  # its text and metadata compress
     assert r["gzip / raw weights"] > 0.85  # the weights barely do
 assert abs(ratios["trained"]["gzip / raw weights"]
            - ratios["initial"]["gzip / raw weights"]) < 0.05
