@@ -8,10 +8,11 @@ renders).
     python .ci/notebooks.py check                             # sources == notebooks
     python .ci/notebooks.py relayout book/01_background.py   # layout-only edits, outputs kept
 
-``relayout`` copies a source's code into its notebook without executing it, and only where
-each changed code cell has the same syntax tree as before (line breaks, parentheses and
-comments alone changed; a string holding a program is compared by its tree too), so the
-stored outputs are still the outputs of that code. Any other change is refused: build it.
+``relayout`` copies a source's cells into its notebook without executing it: text cells
+(they have no outputs) freely, code cells only where the code has the same syntax tree as
+before (line breaks, parentheses and comments alone changed; a string holding a program is
+compared by its tree too), so the stored outputs are still the outputs of that code. Any
+other change (code, tags, cells added or removed) is refused: build it.
 """
 
 from __future__ import annotations
@@ -91,14 +92,14 @@ def relayout(sources: list[str]) -> None:
         for new, cell in zip(fresh.cells, old.cells):
             if new.source == cell.source and new.metadata.get("tags") == cell.metadata.get("tags"):
                 continue
-            if (new.cell_type != "code" or new.metadata.get("tags") != cell.metadata.get("tags")
-                    or _tree(new.source) != _tree(cell.source)):
+            if new.metadata.get("tags") != cell.metadata.get("tags") or (
+                    new.cell_type == "code" and _tree(new.source) != _tree(cell.source)):
                 raise SystemExit(f"{name}: a cell changed beyond its layout; build it instead:\n"
                                  f"{new.source[:400]}")
             cell.source = new.source
             changed += 1
         nbformat.write(old, src.with_suffix(".ipynb"))
-        print(f"{src.with_suffix('.ipynb')}: {changed} code cells relaid out, outputs kept")
+        print(f"{src.with_suffix('.ipynb')}: {changed} cells relaid out, outputs kept")
 
 
 def check() -> int:

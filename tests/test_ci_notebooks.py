@@ -35,6 +35,14 @@ def test_relayout_keeps_outputs_of_reflowed_code(tmp_path):
     assert "2, 3])  # 1 + 2 + 3" in cell.source and cell.outputs[0].text == "6\n"
 
 
+def test_relayout_takes_text_cells(tmp_path):
+    src = _chapter(tmp_path)
+    src.write_text(SOURCE.replace("# Title", "# Title\n#\nA paragraph more."))
+    tool.relayout([str(src)])
+    cells = nbformat.read(src.with_suffix(".ipynb"), as_version=4).cells
+    assert "A paragraph more." in cells[0].source and cells[1].outputs[0].text == "6\n"
+
+
 @pytest.mark.parametrize("edit", [
     ("sum([1, 2, 3])", "sum([1, 2, 4])"),        # other code
     ("print(total)", "print(total)\n# %%\nx = 1"),  # a cell added
