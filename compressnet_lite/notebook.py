@@ -18,7 +18,7 @@ import logging
 import os
 import textwrap
 import warnings
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import keras
 import numpy as np
