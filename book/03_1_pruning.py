@@ -710,7 +710,9 @@ assert growth.low > 1
 # layers that hold them: its column of incoming weights and its row of outgoing weights,
 # `P.neuron_scores`) and removes the lowest ones with the shared surgery, which also deletes
 # the matching rows of the next layer's kernel. The result is an ordinary, smaller Keras
-# model, numerically identical to the original with those units' outgoing weights zeroed:
+# model, numerically identical to the original with those units' outgoing weights zeroed.
+# (LeNet is a chain; in a residual network channels are coupled across the skip
+# connections and must go in groups: {doc}`03_1_1_residual`.)
 
 # %%
 show_source(cnl.surgery.fold_inputs)

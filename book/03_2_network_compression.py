@@ -588,6 +588,10 @@ assert init_d[4].verdict != "linear kept better"
 # Weight sharing alone does not make inference faster: the kernel is rebuilt from the
 # codebook. Its value is storage, and it combines with pruning and entropy coding
 # ({doc}`03_5_combining`).
+#
+# Merging works through the same dependency groups as structured pruning, so it is not
+# limited to chains: {doc}`03_1_1_residual` merges a quarter of the channels of a residual
+# stage (across its skip connections) and factorizes the classifier of the same network.
 
 # %% [markdown]
 # ## Low-rank factorization
