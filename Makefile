@@ -10,15 +10,20 @@ export IPYTHONDIR := $(CURDIR)/.ipython
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: book test venv render check-sync notebooks nb clean test-backends venv-backends lint
+.PHONY: book test venv render check-sync notebooks nb clean test-backends venv-backends lint \
+        test-backends-core
 
 # The library on the other Keras 3 backends: the same stack plus jax (CPU) and torch (the
 # CPU build), in a venv of their own so that the book's .venv stays TensorFlow-only.
 BVENV   := .venv-backends
 BBIN    := $(BVENV)/bin
 BSTAMP  := $(BVENV)/.installed
-BACKEND_PYTEST := $(BBIN)/python -m pytest -p no:cacheprovider -o addopts="" -q -n 2 --dist loadfile \
-                  tests --ignore=tests/test_book_html.py
+BACKEND_PYTEST := $(BBIN)/python -m pytest -p no:cacheprovider -o addopts="" -q -n 2 --dist loadfile
+BACKEND_TESTS  := tests --ignore=tests/test_book_html.py
+## The cross-backend contract (tests/test_backend.py: every transform and fit leaves the
+## caller's model bit-identical, same seed same numbers, gradients, .keras files across
+## backends, DataParallel on JAX): what .ci/run runs, the whole suite is too long for CI.
+BACKEND_CORE   := tests/test_backend.py
 
 venv: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
@@ -39,8 +44,12 @@ $(BSTAMP): requirements.txt requirements-backends.txt pyproject.toml
 ## The library's tests (not the notebooks) on JAX, then on PyTorch. One OpenMP thread per
 ## pytest worker: two workers with PyTorch's default threads each spin against each other.
 test-backends: venv-backends
-	KERAS_BACKEND=jax $(BACKEND_PYTEST)
-	KERAS_BACKEND=torch OMP_NUM_THREADS=1 $(BACKEND_PYTEST)
+	KERAS_BACKEND=jax $(BACKEND_PYTEST) $(BACKEND_TESTS)
+	KERAS_BACKEND=torch OMP_NUM_THREADS=1 $(BACKEND_PYTEST) $(BACKEND_TESTS)
+
+test-backends-core: venv-backends
+	KERAS_BACKEND=jax $(BACKEND_PYTEST) $(BACKEND_CORE)
+	KERAS_BACKEND=torch OMP_NUM_THREADS=1 $(BACKEND_PYTEST) $(BACKEND_CORE)
 
 ## Build the book, executing every chapter (cache mode: unchanged chapters are not re-run).
 book: venv
