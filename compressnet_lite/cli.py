@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "by default): compression without fine-tuning needs no data")
     p.add_argument("--fine-tune-epochs", type=_int_range(0, 1000), default=2, metavar="N",
                    help="epochs of fine-tuning after each step (default 2; 0 = none)")
+    p.add_argument("--seed", type=_int_range(0, 2 ** 31 - 1), default=None, metavar="N",
+                   help="seed the fine-tuning (keras.utils.set_random_seed): the same seed and "
+                        "input give the same file (default: unseeded)")
     p.add_argument("--weight-decay", type=_non_negative, default=0.0, metavar="WD",
                    help="AdamW weight decay while fine-tuning after pruning (default 0)")
     p.add_argument("--no-huffman", action="store_true", help="store integer streams at fixed width "
@@ -276,7 +279,8 @@ def _compress(args, say) -> int:
     start = time.perf_counter()
     bar = [_EpochBar(args.fine_tune_epochs, say)] if args.fine_tune_epochs else []
     small, report = pipeline.compress(model, dataset, steps, fine_tune_epochs=args.fine_tune_epochs,
-                                      weight_decay=args.weight_decay, progress=say, callbacks=bar)
+                                      weight_decay=args.weight_decay, progress=say, callbacks=bar,
+                                      seed=args.seed)
     if args.no_huffman and args.codecs not in (None, "fixed"):
         raise UsageError("--no-huffman means --codecs fixed: give one of them")
     size = storage.save_compressed(small, args.output, huffman=not args.no_huffman, codecs=args.codecs)

@@ -102,13 +102,23 @@ def test_compress_evaluate_export_in_process(demo_dir, tmp_path, capsys):
         assert tfl.stat().st_size > 0 and "int8" in capsys.readouterr().out
 
 
+def test_compress_with_a_seed_writes_the_same_file_twice(demo_dir, tmp_path):
+    files = []
+    for name in ("a.cnl", "b.cnl"):
+        files.append(tmp_path / name)
+        assert cli.main(["-q", "compress", str(demo_dir / "demo.keras"), "--prune", "0.5",
+                         "--fine-tune-epochs", "1", "--seed", "3", "-o", str(files[-1])]) == 0
+    assert files[0].read_bytes() == files[1].read_bytes()
+
+
 @pytest.mark.parametrize("argv, code, message", [
     (["compress", "{keras}", "--cluster", "16", "--quantize", "8", "-o", "x.cnl"], 2, "choose one of"),
     (["compress", "{keras}", "--cluster", "5000", "-o", "x.cnl"], 2, "smallest layer"),
     (["compress", "{keras}", "--data", "cifar", "-o", "x.cnl"], 2, "--data must be"),
+    (["compress", "{keras}", "--seed", "-1", "-o", "x.cnl"], 2, "--seed"),
     (["compress", "{keras}", "--data", "npz:{missing}", "-o", "x.cnl"], 1, "not found"),
     (["evaluate", "{keras}", "--data", "npz:{wrong_shape}"], 1, "expects inputs of shape"),
-], ids=["cluster-and-quantize", "too-many-clusters", "unknown-data", "missing-data-file", "wrong-shape"])
+], ids=["cluster-and-quantize", "too-many-clusters", "unknown-data", "negative-seed", "missing-data-file", "wrong-shape"])
 def test_impossible_settings(demo_dir, tmp_path, capsys, argv, code, message):
     wrong = tmp_path / "wrong.npz"
     x = np.zeros((20, 10), np.float32)
