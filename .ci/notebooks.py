@@ -6,6 +6,7 @@ renders).
 
     python .ci/notebooks.py build book/01_background.py ...   # convert, execute, strip
     python .ci/notebooks.py check                             # sources == notebooks
+    python .ci/notebooks.py stale                             # build the out-of-sync ones
     python .ci/notebooks.py relayout book/01_background.py   # layout-only edits, outputs kept
 
 ``relayout`` copies a source's cells into its notebook without executing it: text cells
@@ -102,20 +103,28 @@ def relayout(sources: list[str]) -> None:
         print(f"{src.with_suffix('.ipynb')}: {changed} cells relaid out, outputs kept")
 
 
+def _in_sync(src: Path) -> bool:
+    ipynb = src.with_suffix(".ipynb")
+    if not ipynb.exists():
+        return False
+    want = [(c.cell_type, c.source.strip(), c.metadata.get("tags", [])) for c in _from_source(src).cells]
+    have = [(c.cell_type, c.source.strip(), c.metadata.get("tags", []))
+            for c in nbformat.read(ipynb, as_version=4).cells]
+    return want == have
+
+
+def stale(book: Path = ROOT / "book") -> list[Path]:
+    """Chapter sources whose notebook is missing or holds other cells (to be executed)."""
+    return [src for src in sorted(book.glob("[0-9]*.py")) if not _in_sync(src)]
+
+
 def check() -> int:
     bad = 0
-    for src in sorted((ROOT / "book").glob("[0-9]*.py")):
+    for src in stale():
         ipynb = src.with_suffix(".ipynb")
-        if not ipynb.exists():
-            print(f"{ipynb.relative_to(ROOT)}: missing (run make nb NB={src.relative_to(ROOT)})")
-            bad += 1
-            continue
-        want = [(c.cell_type, c.source.strip(), c.metadata.get("tags", [])) for c in _from_source(src).cells]
-        have = [(c.cell_type, c.source.strip(), c.metadata.get("tags", []))
-                for c in nbformat.read(ipynb, as_version=4).cells]
-        if want != have:
-            print(f"{ipynb.relative_to(ROOT)}: out of sync with {src.name} (run make nb NB=book/{src.name})")
-            bad += 1
+        what = "missing" if not ipynb.exists() else f"out of sync with {src.name}"
+        print(f"{ipynb.relative_to(ROOT)}: {what} (run make nb NB=book/{src.name})")
+        bad += 1
     for ipynb in sorted((ROOT / "book").glob("[0-9]*.ipynb")):
         if not ipynb.with_suffix(".py").exists():
             print(f"{ipynb.relative_to(ROOT)}: has no jupytext source {ipynb.with_suffix('.py').name}")
@@ -129,6 +138,8 @@ if __name__ == "__main__":
         build(sys.argv[2:])
     elif len(sys.argv) > 2 and sys.argv[1] == "relayout":
         relayout(sys.argv[2:])
+    elif sys.argv[1:] == ["stale"]:
+        build([str(src) for src in stale()])
     elif sys.argv[1:] == ["check"]:
         sys.exit(check())
     else:

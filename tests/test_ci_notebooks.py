@@ -59,3 +59,11 @@ def test_tree_compares_programs_held_in_strings():
     one = 'W = r"""\nx = f(a,\n      b)\n"""'
     assert tool._tree(one) == tool._tree('W = r"""\nx = f(a, b)\n"""')
     assert tool._tree(one) != tool._tree('W = r"""\nx = f(a, c)\n"""')
+
+
+def test_stale_lists_missing_and_out_of_sync_notebooks(tmp_path):
+    src = _chapter(tmp_path)
+    assert tool.stale(tmp_path) == []
+    (tmp_path / "02_y.py").write_text(SOURCE)  # no notebook yet
+    src.write_text(SOURCE.replace("print(total)", "print(total * 2)"))
+    assert [p.name for p in tool.stale(tmp_path)] == ["01_x.py", "02_y.py"]
