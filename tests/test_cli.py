@@ -118,7 +118,8 @@ def test_compress_with_a_seed_writes_the_same_file_twice(demo_dir, tmp_path):
     (["compress", "{keras}", "--seed", "-1", "-o", "x.cnl"], 2, "--seed"),
     (["compress", "{keras}", "--data", "npz:{missing}", "-o", "x.cnl"], 1, "not found"),
     (["evaluate", "{keras}", "--data", "npz:{wrong_shape}"], 1, "expects inputs of shape"),
-], ids=["cluster-and-quantize", "too-many-clusters", "unknown-data", "negative-seed", "missing-data-file", "wrong-shape"])
+], ids=["cluster-and-quantize", "too-many-clusters", "unknown-data", "negative-seed",
+        "missing-data-file", "wrong-shape"])
 def test_impossible_settings(demo_dir, tmp_path, capsys, argv, code, message):
     wrong = tmp_path / "wrong.npz"
     x = np.zeros((20, 10), np.float32)
