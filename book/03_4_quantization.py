@@ -661,7 +661,7 @@ plt.show()
 # %%
 show_source(Q.pack)
 
-# %%
+# %% tags=["nbval-ignore-output"]
 sizes = {}
 for name, model in {"seed_mlp": mlp, "lenet5": lenet}.items():
     for bits in BITS:
