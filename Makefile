@@ -47,9 +47,10 @@ test-backends: venv-backends
 	KERAS_BACKEND=jax $(BACKEND_PYTEST) $(BACKEND_TESTS)
 	KERAS_BACKEND=torch OMP_NUM_THREADS=1 $(BACKEND_PYTEST) $(BACKEND_TESTS)
 
+## K="expression" selects tests by name (pytest -k), as .ci/run does.
 test-backends-core: venv-backends
-	KERAS_BACKEND=jax $(BACKEND_PYTEST) $(BACKEND_CORE)
-	KERAS_BACKEND=torch OMP_NUM_THREADS=1 $(BACKEND_PYTEST) $(BACKEND_CORE)
+	KERAS_BACKEND=jax $(BACKEND_PYTEST) $(BACKEND_CORE) $(if $(K),-k "$(K)")
+	KERAS_BACKEND=torch OMP_NUM_THREADS=1 $(BACKEND_PYTEST) $(BACKEND_CORE) $(if $(K),-k "$(K)")
 
 ## Build the book: execute the chapters whose notebook is missing or out of sync with its
 ## source (book/*.py), then render every chapter's executed, validated notebook. The outputs
