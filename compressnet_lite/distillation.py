@@ -235,13 +235,12 @@ def logits_model(model: keras.Model, name: str = "model") -> keras.Model:
     if len(outputs) != 1:
         raise ValueError(f"{name} must have one output (the class scores), got {len(outputs)}")
     layer = outputs[0]._keras_history.operation
-    if isinstance(layer, keras.Model):
+    if isinstance(layer, keras.Model):  # a nested head: read its own output layer
         if models._ends_in_softmax(layer):
             raise ValueError(f"{name} ends in a softmax inside its sub-model {layer.name!r}; its logits "
                              f"cannot be read from the outer graph: end the model in a linear layer "
                              f"or a Softmax layer of the outer model")
-        raise ValueError(f"{name}'s output comes from the sub-model {layer.name!r}; pass a model whose "
-                         f"output layer ends in logits or a softmax")
+        layer = models._output_layer(layer)
     activation = getattr(layer, "activation", None)
     if isinstance(layer, keras.layers.Softmax) or (isinstance(layer, keras.layers.Activation)
                                                     and models._is_softmax(activation)):

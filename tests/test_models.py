@@ -121,8 +121,9 @@ def _head(kind):
         out = keras.layers.Dense(3, activation="softmax", name="sm")(inp)
     elif kind == "logits":
         out = keras.layers.Dense(3, name="logits")(inp)
-    elif kind == "nested-softmax":  # the head is a sub-model ending in a softmax
-        head = keras.Sequential([keras.layers.Dense(3, activation="softmax")], name="head")
+    elif kind.startswith("nested"):  # the head is a sub-model
+        activation = "softmax" if kind == "nested-softmax" else None
+        head = keras.Sequential([keras.layers.Dense(3, activation=activation)], name="head")
         out = head(keras.layers.Dense(5)(inp))
     else:  # the output is a linear Dense, but the last layer Keras lists is a softmax Dense
         hidden = keras.layers.Dense(3, activation="softmax", name="late")(inp)
@@ -133,7 +134,8 @@ def _head(kind):
 
 @pytest.mark.parametrize("kind, expected", [
     ("softmax-layer", True), ("activation-softmax", True), ("dense-softmax", True),
-    ("nested-softmax", True), ("logits", False), ("softmax-inside", False)])
+    ("nested-softmax", True), ("nested-logits", False), ("logits", False),
+    ("softmax-inside", False)])
 def test_one_softmax_head_detector(kind, expected):
     """The output layer decides (not the last layer of the list); every module asks models."""
     from compressnet_lite import _backend, distillation, models
