@@ -229,7 +229,7 @@ assert sizes.loc[names[2], "MACs kept"] < 0.3 < sizes.loc[names[0], "MACs kept"]
 # The multiply-adds are the compute; the time is what a user sees. The three models, timed
 # on the same batch of 32 test images in 15 interleaved rounds (one call of each model per
 # round, in rotating order), compared by the geometric mean ratio of their times per round
-# with its 95% interval ({func}`compressnet_lite.notebook.latency_ratio`):
+# with its 95% interval (`cnl.notebook.latency_ratio`):
 
 # %% tags=["nbval-ignore-output"]
 timed = {"base": base, "Li et al.": cut[names[0]], "all groups": cut[names[2]]}
