@@ -27,11 +27,15 @@ import numpy as np
 
 from compressnet_lite._checks import check_array, check_model, check_positive_int
 
-__all__ = ["name", "require", "loss_gradients", "assign_products", "forward_function",
+__all__ = ["BackendError", "name", "require", "loss_gradients", "assign_products", "forward_function",
            "scope_value", "outside_scope", "BACKENDS"]
 
 BACKENDS = ("tensorflow", "jax", "torch")
 """The Keras 3 backends the library is tested on."""
+
+
+class BackendError(RuntimeError):
+    """A feature needs another Keras backend than the one running (e.g. ``to_tflite`` on JAX)."""
 
 
 def name() -> str:
@@ -47,12 +51,12 @@ def require(backend: str, what: str) -> None:
         what: the feature, as the message should name it (``"to_tflite"``).
 
     Raises:
-        RuntimeError: Keras runs on another backend; the message says which one is needed
+        BackendError: Keras runs on another backend; the message says which one is needed
             and how to select it (``KERAS_BACKEND``, before Keras is imported).
     """
     current = name()
     if current != backend:
-        raise RuntimeError(f"{what} needs the {backend} backend, but Keras runs on {current}: "
+        raise BackendError(f"{what} needs the {backend} backend, but Keras runs on {current}: "
                            f"set KERAS_BACKEND={backend} before importing keras")
 
 

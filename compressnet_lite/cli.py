@@ -357,6 +357,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, TypeError, OSError) as exc:
         print(f"compressnet-lite: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except RuntimeError as exc:
+        from compressnet_lite._backend import BackendError  # keras: imported only when needed
+
+        if not isinstance(exc, BackendError):
+            raise
+        print(f"compressnet-lite: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("compressnet-lite: interrupted", file=sys.stderr)
         return EXIT_FAILED

@@ -259,6 +259,11 @@ def logits_model(model: keras.Model, name: str = "model") -> keras.Model:
     return keras.Model(model.inputs, logits, name=f"{model.name}_logits")
 
 
+def _frozen(teacher_outputs: Any) -> Any:
+    # A tensor first: PyTorch's stop_gradient calls .detach(), which NumPy arrays lack.
+    return keras.ops.stop_gradient(keras.ops.convert_to_tensor(teacher_outputs))
+
+
 @keras.saving.register_keras_serializable(package="compressnet_lite")
 class KDLoss(keras.distillation.DistillationLoss):
     """Hinton et al.'s soft-target loss (:func:`kd_loss_ops`) for ``keras.distillation.Distiller``.
@@ -272,7 +277,7 @@ class KDLoss(keras.distillation.DistillationLoss):
         self.temperature = _check_temperature(temperature)
 
     def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
-        return kd_loss_ops(keras.ops.stop_gradient(teacher_outputs), student_outputs, self.temperature)
+        return kd_loss_ops(_frozen(teacher_outputs), student_outputs, self.temperature)
 
     def get_config(self) -> dict:
         return {"temperature": self.temperature}
@@ -287,7 +292,7 @@ class LogitMatchingLoss(keras.distillation.DistillationLoss):
     """Ba & Caruana's logit regression (:func:`logit_matching_loss_ops`) for a Keras ``Distiller``."""
 
     def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
-        return logit_matching_loss_ops(keras.ops.stop_gradient(teacher_outputs), student_outputs)
+        return logit_matching_loss_ops(_frozen(teacher_outputs), student_outputs)
 
     def get_config(self) -> dict:
         return {}

@@ -258,7 +258,7 @@ def accuracy(model: Any, x: Any, y: Any, *, batch_size: int = 256) -> float:
         check_model(model)
         scores = model.predict(x, batch_size=batch_size, verbose=0)
     elif callable(model):
-        scores = np.asarray(model(x))
+        scores = np.asarray(keras.ops.convert_to_numpy(model(x)))
     else:
         raise TypeError(f"model must be a keras.Model or a callable, got {type(model).__name__}")
     return float(np.mean(np.argmax(scores, axis=-1) == y))

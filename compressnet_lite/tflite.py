@@ -29,6 +29,7 @@ from typing import Any, Iterator
 import keras
 import numpy as np
 
+from compressnet_lite._backend import BackendError
 from compressnet_lite._checks import check_array, check_bool, check_choice, check_model, check_positive_int
 
 __all__ = ["to_tflite", "TFLiteRunner", "tflite_predict", "representative_batches", "KERNELS"]
@@ -109,7 +110,7 @@ def _quiet() -> Iterator[None]:
 def _check_tensorflow_backend(what: str) -> None:
     backend = keras.backend.backend()
     if backend != "tensorflow":
-        raise RuntimeError(f"{what} needs Keras' TensorFlow backend (KERAS_BACKEND=tensorflow): the "
+        raise BackendError(f"{what} needs Keras' TensorFlow backend (KERAS_BACKEND=tensorflow): the "
                            f"TensorFlow Lite converter reads TensorFlow graphs, and this Keras runs "
                            f"on {backend!r}. Convert in a TensorFlow-backend process (a .keras file "
                            f"saved on any backend loads there)")
@@ -154,7 +155,7 @@ def to_tflite(model: keras.Model, representative_data: Any = None, int8: bool = 
         The ``.tflite`` flatbuffer as bytes.
 
     Raises:
-        RuntimeError: Keras does not run on the TensorFlow backend.
+        BackendError: (a ``RuntimeError``) Keras does not run on the TensorFlow backend.
         TypeError: ``int8`` or ``int8_io`` is not a bool.
         ValueError: ``int8`` without ``representative_data``, ``int8_io`` without ``int8``,
             empty/NaN data, or data whose example shape is not the model's input shape.

@@ -13,6 +13,10 @@ from hypothesis import strategies as st
 from compressnet_lite import integer as I
 from compressnet_lite import tflite as T
 
+# The integer engine is NumPy; the models it runs come from the TFLite converter.
+needs_tflite = pytest.mark.backend("tensorflow", reason="the models come from to_tflite, which needs "
+                                                        "the TensorFlow backend")
+
 int32s = st.integers(I.INT32_MIN, I.INT32_MAX)
 
 
@@ -172,6 +176,7 @@ def converted(request, digits_images):
     return model, blob, I.IntegerModel.from_tflite(blob)
 
 
+@needs_tflite
 def test_reads_the_ops_and_shares_quantization(converted):
     _, blob, ref = converted
     names = [op.name for op in ref.ops]
@@ -184,6 +189,7 @@ def test_reads_the_ops_and_shares_quantization(converted):
         assert conv.params["bias"].dtype == np.int32
 
 
+@needs_tflite
 def test_bit_exact_with_tflite_reference_kernels(converted, digits_images):
     _, blob, ref = converted
     codes = I.quantize_input(digits_images.x_test, *ref.input_details["quantization"])
@@ -199,6 +205,7 @@ def test_bit_exact_with_tflite_reference_kernels(converted, digits_images):
     assert max(r.max_difference for r in rows) <= 1
 
 
+@needs_tflite
 @pytest.mark.parametrize("kernels", ["auto", "builtin"])
 def test_each_op_within_one_code_of_optimized_kernels(converted, digits_images, kernels):
     """XNNPACK requantizes in float32, the optimized builtin kernels in fixed point: each op's
@@ -212,6 +219,7 @@ def test_each_op_within_one_code_of_optimized_kernels(converted, digits_images, 
     assert 0 <= rows[0].fraction < 0.05
 
 
+@needs_tflite
 def test_predict_with_float_io(converted, digits_images):
     model, _, _ = converted
     blob = T.to_tflite(model, digits_images.x_train[:200])
@@ -223,6 +231,7 @@ def test_predict_with_float_io(converted, digits_images):
     np.testing.assert_allclose(ours, keras.ops.convert_to_numpy(model(x)), atol=0.1 * np.abs(ours).max())
 
 
+@needs_tflite
 def test_refuses_what_it_does_not_implement(digits_images):
     keras.utils.set_random_seed(0)
     soft = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
@@ -263,6 +272,7 @@ def test_errors(call, exc, match):
         call()
 
 
+@needs_tflite
 def test_model_input_errors(converted):
     _, blob, ref = converted
     with pytest.raises(ValueError, match=r"x must have shape \(n, 8, 8, 1\)"):

@@ -152,7 +152,8 @@ def test_hold_zeros_keeps_them_inside_the_compiled_step(trained_mlp, digits):
     assert kernel.constraint is before
     # no callback: the constraint is traced into the train step, several steps per call
     pipeline._fine_tune_with(trained_mlp, digits, 1, 1e-3, 1e-3, 64)
-    assert trained_mlp.steps_per_execution > 1
+    if keras.backend.backend() != "torch":  # Keras' PyTorch trainer runs one step per call
+        assert trained_mlp.steps_per_execution > 1
     assert np.all(trained_mlp.get_weights()[0][:, :10] == 0)
     assert metrics.sparsity(trained_mlp.get_layer("fc1")) >= 10 / 64
     assert kernel.constraint is before

@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+from keras.ops import convert_to_numpy as as_numpy
 import pytest
 
 from compressnet_lite import metrics, models, pruning, surgery
@@ -308,7 +309,7 @@ def test_strip_gives_plain_layers_with_the_zeros():
     assert all(type(l) in (keras.layers.Dense, keras.layers.InputLayer) for l in plain.layers)
     assert not any(v.name.startswith("cnl_") for v in plain.weights)
     assert metrics.sparsity(plain) == pytest.approx(metrics.sparsity(pruned))
-    np.testing.assert_allclose(plain(X), pruned(X), rtol=1e-6)
+    np.testing.assert_allclose(as_numpy(plain(X)), as_numpy(pruned(X)), rtol=1e-6)
     assert isinstance(pruned.get_layer("fc1"), pruning.PrunableDense)  # input untouched
 
 
@@ -469,7 +470,8 @@ def test_prune_neurons_equals_masked_original(make, x, criterion, fraction):
             keep = pruning.score_mask(scores, fraction).astype(bool)
             removed[layer.name] = list(np.flatnonzero(~keep))
             assert small.get_layer(layer.name).kernel.shape[-1] == keep.sum()
-    np.testing.assert_allclose(small(x), _zero_outgoing(model, removed)(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(as_numpy(small(x)), as_numpy(_zero_outgoing(model, removed)(x)),
+                               rtol=1e-5, atol=1e-6)
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert metrics.flops(small) < metrics.flops(model)
@@ -483,7 +485,7 @@ def test_prune_reaches_layers_of_nested_models():
     assert set(pruning.masks(pruned)) == {"fc1", "fc2", "out", "o"}
     assert abs(cnl_sparsity(pruned) - 0.5) < 0.01
     plain = pruning.strip(pruned)
-    np.testing.assert_allclose(plain(X[:8]), pruned(X[:8]), rtol=1e-6)
+    np.testing.assert_allclose(as_numpy(plain(X[:8])), as_numpy(pruned(X[:8])), rtol=1e-6)
     assert not any(isinstance(l, pruning._Prunable) for l in plain.layers[1].layers)
 
 
@@ -726,7 +728,7 @@ def test_recalibrate_batchnorm_sets_exact_statistics_layer_by_layer():
     new = pruning.recalibrate_batchnorm(model, x, batch_size=16)
     for name in ("bn1", "bn2"):
         bn = new.get_layer(name)
-        a = np.asarray(keras.Model(new.input, bn.input)(x)).reshape(-1, bn.input.shape[-1])
+        a = as_numpy(keras.Model(new.input, bn.input)(x)).reshape(-1, bn.input.shape[-1])
         np.testing.assert_allclose(new.get_layer(name).moving_mean, a.mean(0), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(new.get_layer(name).moving_variance, a.var(0), rtol=1e-4, atol=1e-5)
     for a, b in zip(before, model.get_weights()):
