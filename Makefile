@@ -2,6 +2,7 @@
 #   make book   build the executed book into _build/html
 #   make test   library tests + nbval over every chapter
 #   make test-backends   the library tests on JAX and PyTorch (own venv, .venv-backends)
+#   make test-backends-ci  what .ci/run runs of them: the contract on JAX, everything on PyTorch
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -11,7 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 .PHONY: book test venv render check-sync notebooks nb clean test-backends venv-backends lint \
-        test-backends-core
+        test-backends-core test-backends-ci
 
 # The library on the other Keras 3 backends: the same stack plus jax (CPU) and torch (the
 # CPU build), in a venv of their own so that the book's .venv stays TensorFlow-only.
@@ -22,8 +23,18 @@ BACKEND_PYTEST := $(BBIN)/python -m pytest -p no:cacheprovider -o addopts="" -q 
 BACKEND_TESTS  := tests --ignore=tests/test_book_html.py
 ## The cross-backend contract (tests/test_backend.py: every transform and fit leaves the
 ## caller's model bit-identical, same seed same numbers, gradients, .keras files across
-## backends, DataParallel on JAX): what .ci/run runs, the whole suite is too long for CI.
+## backends, DataParallel on JAX).
 BACKEND_CORE   := tests/test_backend.py
+## JAX compiles each new model's functions; many tests build models of the same shapes, so
+## XLA's persistent cache (keyed by the computation and the jax version) saves ~40% of the
+## JAX suite. It lives beside the venv. One OpenMP thread per PyTorch worker: two workers
+## with PyTorch's default threads each spin against each other.
+JAX_RUN   := KERAS_BACKEND=jax JAX_COMPILATION_CACHE_DIR=$(abspath $(BVENV))/jax-cache \
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
+TORCH_RUN := KERAS_BACKEND=torch OMP_NUM_THREADS=1
+## .ci/run: the contract on JAX without its two tests that start a process per backend
+## (both in test-backends-core), and the whole library suite on PyTorch.
+CI_JAX_K  := not every_other_backend and not data_parallel
 
 venv: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
@@ -41,16 +52,19 @@ $(BSTAMP): requirements.txt requirements-backends.txt pyproject.toml
 	$(BBIN)/python -m pip install --quiet --no-deps -e .
 	touch $(BSTAMP)
 
-## The library's tests (not the notebooks) on JAX, then on PyTorch. One OpenMP thread per
-## pytest worker: two workers with PyTorch's default threads each spin against each other.
+## The library's tests (not the notebooks) on JAX, then on PyTorch.
 test-backends: venv-backends
-	KERAS_BACKEND=jax $(BACKEND_PYTEST) $(BACKEND_TESTS)
-	KERAS_BACKEND=torch OMP_NUM_THREADS=1 $(BACKEND_PYTEST) $(BACKEND_TESTS)
+	$(JAX_RUN) $(BACKEND_PYTEST) $(BACKEND_TESTS)
+	$(TORCH_RUN) $(BACKEND_PYTEST) $(BACKEND_TESTS)
 
-## K="expression" selects tests by name (pytest -k), as .ci/run does.
+## K="expression" selects tests by name (pytest -k).
 test-backends-core: venv-backends
-	KERAS_BACKEND=jax $(BACKEND_PYTEST) $(BACKEND_CORE) $(if $(K),-k "$(K)")
-	KERAS_BACKEND=torch OMP_NUM_THREADS=1 $(BACKEND_PYTEST) $(BACKEND_CORE) $(if $(K),-k "$(K)")
+	$(JAX_RUN) $(BACKEND_PYTEST) $(BACKEND_CORE) $(if $(K),-k "$(K)")
+	$(TORCH_RUN) $(BACKEND_PYTEST) $(BACKEND_CORE) $(if $(K),-k "$(K)")
+
+test-backends-ci: venv-backends
+	$(JAX_RUN) $(BACKEND_PYTEST) $(BACKEND_CORE) -k "$(CI_JAX_K)"
+	$(TORCH_RUN) $(BACKEND_PYTEST) $(BACKEND_TESTS)
 
 ## Build the book: execute the chapters whose notebook is missing or out of sync with its
 ## source (book/*.py), then render every chapter's executed, validated notebook. The outputs
