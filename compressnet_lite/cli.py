@@ -226,7 +226,9 @@ def _run(args, say) -> int:
         return EXIT_OK
     if args.command == "export":
         from compressnet_lite import quantization
+        from compressnet_lite.tflite import _check_tensorflow_backend
 
+        _check_tensorflow_backend("export")  # before loading the model and the data
         model = _load_model(args.file)
         rep = None
         if not args.float:

@@ -153,7 +153,7 @@ def test_forward_function_equals_predict():
 def test_require_names_the_needed_backend():
     _backend.require(_backend.name(), "anything")  # the running backend passes
     other = next(b for b in _backend.BACKENDS if b != _backend.name())
-    with pytest.raises(RuntimeError, match=f"needs the {other} backend.*KERAS_BACKEND={other}"):
+    with pytest.raises(_backend.BackendError, match=f"needs the {other} backend.*KERAS_BACKEND={other}"):
         _backend.require(other, "this feature")
 
 

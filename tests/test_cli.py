@@ -105,6 +105,13 @@ def test_compress_evaluate_export_in_process(demo_dir, tmp_path, capsys):
         assert "needs Keras' TensorFlow backend" in capsys.readouterr().err and not tfl.exists()
 
 
+def test_export_on_another_backend_fails_cleanly(demo_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    tfl = tmp_path / "m.tflite"
+    assert cli.main(["export", str(demo_dir / "demo.keras"), "--tflite", str(tfl)]) == 1
+    assert "needs Keras' TensorFlow backend" in capsys.readouterr().err and not tfl.exists()
+
+
 def test_compress_with_a_seed_writes_the_same_file_twice(demo_dir, tmp_path):
     files = []
     for name in ("a.cnl", "b.cnl"):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import compressnet_lite as cnl
+from compressnet_lite._backend import BackendError
 from compressnet_lite import quantization as Q
 from compressnet_lite import tflite as T
 
@@ -101,8 +102,9 @@ def test_aliases_in_quantization():
 
 def test_other_backend_gets_a_clear_error(mlp, monkeypatch):
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
-    with pytest.raises(RuntimeError, match="to_tflite needs Keras' TensorFlow backend.*'jax'"):
+    with pytest.raises(BackendError, match="to_tflite needs Keras' TensorFlow backend.*'jax'"):
         T.to_tflite(mlp, int8=False)
+    assert issubclass(BackendError, RuntimeError)
 
 
 @pytest.mark.backend("tensorflow", reason=_NEEDS_TF)
