@@ -214,8 +214,8 @@ show_source(_backend._grads_jax)
 # process per backend. This book's environment has TensorFlow only; JAX and PyTorch live in
 # the separate environment `.venv-backends` that `make test-backends` creates (it adds
 # `jax[cpu]` and the CPU build of `torch`, about 1 GB, which a reader of the book does not
-# need). Where that environment does not exist, the cell says so and measures TensorFlow
-# alone.
+# need). Where that environment is not there or not finished (make marks a finished one
+# with `.venv-backends/.installed`), the cell says so and measures TensorFlow alone.
 
 # %%
 WORKLOAD = r"""
@@ -273,13 +273,14 @@ import sys
 from pathlib import Path
 
 repo = Path(cnl.__file__).resolve().parents[1]
-other_python = repo / ".venv-backends" / "bin" / "python"
+other_venv = repo / ".venv-backends"
+other_python = other_venv / "bin" / "python"
 pythons = {"tensorflow": sys.executable}
-if other_python.exists():
+if (other_venv / ".installed").exists():  # make writes it once installed
     pythons |= {"jax": str(other_python), "torch": str(other_python)}
 else:
-    print(f"JAX and PyTorch are not installed here ({other_python} does not "
-          "exist; `make test-backends` creates it): TensorFlow only.")
+    print(f"JAX and PyTorch are not installed here ({other_venv} is missing or "
+          "half made; `make test-backends` creates it): TensorFlow only.")
 
 # one compute thread each: the numbers compare the backends, not how each one's
 # thread pool copes with a CPU that other jobs share
