@@ -1028,8 +1028,7 @@ def recalibrate_batchnorm(model: keras.Model, x: Any, *, batch_size: int = 256) 
         probe = keras.Model(new.input, layer.input)
         total, total2, count = 0.0, 0.0, 0
         for start in range(0, len(x), batch_size):
-            a = keras.ops.convert_to_numpy(probe(x[start:start + batch_size], training=False))
-            a = np.asarray(a, np.float64)
+            a = np.asarray(_np(probe(x[start:start + batch_size], training=False)), np.float64)
             a = a.reshape(-1, a.shape[-1])
             total, total2, count = total + a.sum(0), total2 + np.square(a).sum(0), count + a.shape[0]
         mean = total / count
