@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -389,8 +391,8 @@ print("OK")
 
 @pytest.mark.backend("jax", reason="keras.distribution (DataParallel) runs on the JAX backend")
 def test_data_parallel_on_two_devices_matches_one_device(run_python):
-    out = run_python(_DATA_PARALLEL, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
-                     timeout=600)
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2".strip()
+    out = run_python(_DATA_PARALLEL, env={"XLA_FLAGS": flags}, timeout=600)
     assert all(name in out for name in ("gradual", "qat", "cluster", "distiller"))
 
 
