@@ -43,12 +43,17 @@ def name() -> str:
     return keras.backend.backend()
 
 
-def require(backend: str, what: str) -> None:
+_LABELS = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
+
+
+def require(backend: str, what: str, why: str = "") -> None:
     """Raise a clear error unless Keras runs on ``backend``.
 
     Args:
         backend: the backend ``what`` needs, e.g. ``"tensorflow"``.
         what: the feature, as the message should name it (``"to_tflite"``).
+        why: a sentence the message ends with: why the feature needs that backend, or what
+            to do instead.
 
     Raises:
         BackendError: Keras runs on another backend; the message says which one is needed
@@ -56,8 +61,9 @@ def require(backend: str, what: str) -> None:
     """
     current = name()
     if current != backend:
-        raise BackendError(f"{what} needs the {backend} backend, but Keras runs on {current}: "
-                           f"set KERAS_BACKEND={backend} before importing keras")
+        raise BackendError(f"{what} needs Keras' {_LABELS.get(backend, backend)} backend, but Keras runs "
+                           f"on {current!r}: set KERAS_BACKEND={backend} before importing keras"
+                           + (f". {why}" if why else ""))
 
 
 def scope_value(variable: Any) -> Any:

@@ -29,7 +29,7 @@ from typing import Any, Iterator
 import keras
 import numpy as np
 
-from compressnet_lite._backend import BackendError
+from compressnet_lite import _backend
 from compressnet_lite._checks import check_array, check_bool, check_choice, check_model, check_positive_int
 
 __all__ = ["to_tflite", "TFLiteRunner", "tflite_predict", "representative_batches", "KERNELS"]
@@ -108,12 +108,9 @@ def _quiet() -> Iterator[None]:
 # ---------------------------------------------------------------------------------------
 
 def _check_tensorflow_backend(what: str) -> None:
-    backend = keras.backend.backend()
-    if backend != "tensorflow":
-        raise BackendError(f"{what} needs Keras' TensorFlow backend (KERAS_BACKEND=tensorflow): the "
-                           f"TensorFlow Lite converter reads TensorFlow graphs, and this Keras runs "
-                           f"on {backend!r}. Convert in a TensorFlow-backend process (a .keras file "
-                           f"saved on any backend loads there)")
+    _backend.require("tensorflow", what, "The TensorFlow Lite converter reads TensorFlow graphs: "
+                     "convert in a TensorFlow-backend process (a .keras file saved on any backend "
+                     "loads there)")
 
 
 def representative_batches(data: Any, limit: int = 256) -> Iterator[list[np.ndarray]]:

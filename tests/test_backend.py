@@ -155,7 +155,11 @@ def test_forward_function_equals_predict():
 def test_require_names_the_needed_backend():
     _backend.require(_backend.name(), "anything")  # the running backend passes
     other = next(b for b in _backend.BACKENDS if b != _backend.name())
-    with pytest.raises(_backend.BackendError, match=f"needs the {other} backend.*KERAS_BACKEND={other}"):
+    message = (f"this feature needs Keras' .+ backend, but Keras runs on '{_backend.name()}': "
+               f"set KERAS_BACKEND={other} .*\\. Use another\\.$")
+    with pytest.raises(_backend.BackendError, match=message):
+        _backend.require(other, "this feature", "Use another.")
+    with pytest.raises(_backend.BackendError, match=f"KERAS_BACKEND={other} before importing keras$"):
         _backend.require(other, "this feature")
 
 
