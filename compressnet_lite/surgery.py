@@ -41,11 +41,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import weakref
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import keras
 import numpy as np
 
+from compressnet_lite import _backend
 from compressnet_lite._checks import check_array, check_model, check_positive_int, read_value, reading
 
 __all__ = [
@@ -212,13 +214,107 @@ def _relative_variables(layer: keras.layers.Layer) -> dict[str, Any]:
     return out
 
 
+class _Deferred(keras.initializers.Initializer):
+    """Zeros made in NumPy, standing in for an initializer of a layer whose weights are all
+    copied in right after it is built (a copy of an old layer, or one with channels removed).
+
+    Running the real initializers would be wasted work, and on JAX costly: each random
+    initializer of a new shape compiles an XLA program (threefry), most of the time of a
+    rebuild. NumPy zeros become the variables without compiling anything. The originals are
+    put back on the layer once it is built (:func:`_restore_initializers`), and a variable
+    no weight is copied into gets its real initial value then.
+    """
+
+    def __init__(self, original: Any = None):
+        self.original = original
+
+    def __call__(self, shape, dtype=None):
+        dtype = keras.backend.standardize_dtype(dtype or keras.backend.floatx())
+        try:
+            return np.zeros(shape, dtype)
+        except TypeError:  # a dtype NumPy lacks (bfloat16): the variable casts
+            return np.zeros(shape, "float32")
+
+    def get_config(self) -> dict:  # a layer that clones its initializers (MultiHeadAttention)
+        return {"original": self.original}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "_Deferred":
+        return cls(config["original"])
+
+
+_DEFERRED: "weakref.WeakKeyDictionary[keras.layers.Layer, dict]" = weakref.WeakKeyDictionary()
+
+
+def _defer_initializers(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """Swap the initializers of the unbuilt ``layer`` (attributes named ``*_initializer``)
+    for :class:`_Deferred`; ``layer`` must get every weight copied after it is built."""
+    if isinstance(layer, keras.Model):
+        return layer
+    swapped = {name: value for name, value in vars(layer).items()
+               if name.endswith("_initializer") and isinstance(value, keras.initializers.Initializer)}
+    for name, value in swapped.items():
+        setattr(layer, name, _Deferred(value))
+    if swapped:
+        _DEFERRED[layer] = swapped
+    return layer
+
+
+def _sublayers(layer: keras.layers.Layer) -> list:
+    """``layer`` and every layer held in its attributes (directly or in lists and dicts)."""
+    out, todo, seen = [], [layer], set()
+    while todo:
+        item = todo.pop()
+        if isinstance(item, keras.layers.Layer):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+            out.append(item)
+            todo.extend(vars(item).values())
+        elif isinstance(item, (list, tuple)):
+            todo.extend(item)
+        elif isinstance(item, dict):
+            todo.extend(item.values())
+    return out
+
+
+def _restore_initializers(layer: keras.layers.Layer) -> bool:
+    """Put the real initializers back on a built, deferred ``layer`` and on the copies of
+    them its sub-layers were built with; ``False`` when ``layer`` was not deferred."""
+    swapped = _DEFERRED.pop(layer, None)
+    if swapped is None:
+        return False
+    for name, value in swapped.items():
+        setattr(layer, name, value)
+    for sub in _sublayers(layer):
+        for name, value in list(vars(sub).items()):
+            if isinstance(value, _Deferred):
+                original = value.original
+                setattr(sub, name, original.__class__.from_config(original.get_config()))
+    return True
+
+
+def _initial_values(layer: keras.layers.Layer) -> dict:
+    """Initial values of a built layer's variables, by relative path, from a twin built from
+    its config with its real initializers."""
+    try:
+        twin = layer.__class__.from_config(layer.get_config())
+        twin.build_from_config(layer.get_build_config())
+    except Exception as exc:
+        raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) has a weight that is not "
+                         f"copied and cannot be initialized from a twin built from its config "
+                         f"({exc})") from None
+    return {rel: _np(v) for rel, v in _relative_variables(twin).items()}
+
+
 def _fresh_copy(layer: keras.layers.Layer) -> keras.layers.Layer:
-    """A new, unbuilt layer from ``layer``'s config (a Lambda's function is reused as is)."""
+    """A new, unbuilt layer from ``layer``'s config (a Lambda's function is reused as is),
+    its initializers deferred (its weights are copied from ``layer``)."""
     from keras.src.saving.serialization_lib import SafeModeScope
 
     try:
         with SafeModeScope(False):  # an in-memory copy of code the caller already runs
-            return layer.__class__.from_config(layer.get_config())
+            return _defer_initializers(layer.__class__.from_config(layer.get_config()))
     except Exception as exc:
         raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) cannot be rebuilt from its "
                          f"config ({exc}); give it a get_config() that from_config accepts") from None
@@ -332,6 +428,8 @@ def _copy_weights(cache: dict, weights_for: Callable) -> None:
         for new in news:
             if isinstance(new, keras.Model):
                 continue
+            deferred = _restore_initializers(new)
+            initial = None
             given = dict(weights_for(old, new) or {})
             target = _relative_variables(new)
             unknown = sorted(set(given) - set(target))
@@ -345,6 +443,13 @@ def _copy_weights(cache: dict, weights_for: Callable) -> None:
                 elif new.name == old.name and rel in source:
                     value = _np(source[rel])
                     origin = f"old weight {source[rel].path!r}"
+                elif deferred:  # built with _Deferred zeros: give it its real initial value
+                    initial = _initial_values(new) if initial is None else initial
+                    if rel not in initial:
+                        raise ValueError(f"weight {var.path!r} of the rebuilt layer {new.name!r} has no "
+                                         "value to copy, and a twin built from its config lacks it")
+                    value = initial[rel]
+                    origin = "its initializer"
                 else:
                     continue  # a new variable (e.g. a pruning mask): keeps its initial value
                 if tuple(value.shape) != tuple(var.shape):
@@ -608,7 +713,7 @@ class DependencyGroup:
             raise ValueError(f"group {self.index} ({self.root!r}) has no tensor in the outer graph that "
                              "a consumer reads; activation criteria cannot see its channels")
         probe = keras.Model(self.model.input, [t for t, _ in self.read])
-        outs = probe.predict(x, batch_size=batch_size, verbose=0)
+        outs = _backend.predict(probe, x, batch_size=batch_size)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         result = []
         for a, (_, idx) in zip(outs, self.read):
@@ -1613,7 +1718,7 @@ def _keep_channels(model, keep, fold, incoming) -> keras.Model:
         cfg = _new_config(layer, kept_counts, sizes)
         from keras.src.saving.serialization_lib import SafeModeScope
         with SafeModeScope(False):
-            new_layers[lid] = layer.__class__.from_config(cfg)
+            new_layers[lid] = _defer_initializers(layer.__class__.from_config(cfg))
         new_weights[lid] = arrays
     cache: dict = {}
     try:

@@ -532,6 +532,76 @@ def test_rewrite_new_variables_keep_their_initial_values():
     np.testing.assert_array_equal(new.get_layer("fc1").kernel, model.get_layer("fc1").kernel)
 
 
+class _Grows(keras.layers.Layer):
+    """A layer whose copy from its config has one weight more than the original has (``v``);
+    ``twins`` copies built later get it too (then the budget is spent)."""
+
+    twins = 1
+
+    def __init__(self, extra=False, **kwargs):
+        super().__init__(**kwargs)
+        self.extra = extra
+        self.scale_initializer = keras.initializers.Constant(3.0)
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1],), initializer=self.scale_initializer, name="w")
+        if self.extra and _Grows.twins >= 0:
+            _Grows.twins -= 1
+            self.v = self.add_weight(shape=(input_shape[-1],), initializer=self.scale_initializer, name="v")
+
+    def call(self, x):
+        return x * self.w
+
+    def get_config(self):
+        return {**super().get_config(), "extra": True}
+
+
+def _every_layer(model):
+    return [sub for layer in surgery.graph_layers(model) for sub in surgery._sublayers(layer)]
+
+
+@pytest.mark.parametrize("transform,exact", [
+    pytest.param(lambda m: surgery.rewrite(m), True, id="rewrite"),
+    pytest.param(lambda m: surgery.keep_units(m, "embed", np.arange(8)), False, id="keep-units"),
+])
+def test_rebuilt_layers_get_their_own_initializers_back(transform, exact):
+    """Rebuilt layers are built with NumPy zeros standing in for their initializers (their
+    weights are copied in); the real ones are back on every layer and sub-layer after."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4, 6))
+    x = keras.layers.Dense(16, kernel_initializer="he_normal", name="embed")(inputs)
+    x = keras.layers.MultiHeadAttention(2, 8, kernel_initializer="lecun_uniform", name="mha")(x, x)
+    x = keras.layers.LayerNormalization(name="ln")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(x))
+    new = transform(model)
+    assert not [(sub.name, k) for sub in _every_layer(new) for k, v in vars(sub).items()
+                if isinstance(v, surgery._Deferred)]
+    for layer in new.layers:
+        old = model.get_layer(layer.name).get_config()
+        mine = layer.get_config()
+        assert {k: v for k, v in mine.items() if k.endswith("_initializer")} == \
+            {k: v for k, v in old.items() if k.endswith("_initializer")}
+    einsum = [sub for sub in _every_layer(new) if isinstance(sub, keras.layers.EinsumDense)]
+    assert len(einsum) == 4 and all(isinstance(e.kernel_initializer, keras.initializers.LecunUniform)
+                                    for e in einsum)
+    if exact:  # the copied weights, not the zeros, are in the copy
+        x = np.random.default_rng(1).normal(size=(2, 4, 6)).astype("float32")
+        np.testing.assert_array_equal(as_numpy(new(x)), as_numpy(model(x)))
+
+
+def test_a_weight_the_copy_adds_gets_its_real_initial_value():
+    inputs = keras.Input((5,))
+    model = keras.Model(inputs, _Grows(name="grows")(keras.layers.Dense(5, name="fc")(inputs)))
+    _randomize(model)
+    _Grows.twins = 1  # the copy and the twin that gives the copy's new weight its value
+    new = surgery.rewrite(model)
+    np.testing.assert_array_equal(as_numpy(new.get_layer("grows").v), np.full(5, 3.0))
+    np.testing.assert_array_equal(as_numpy(new.get_layer("grows").w), as_numpy(model.get_layer("grows").w))
+    _Grows.twins = 0  # the twin lacks it: no value to give
+    with pytest.raises(ValueError, match="'grows' has no value to copy, and a twin"):
+        surgery.rewrite(model)
+
+
 @pytest.mark.parametrize("make,weights,error,match", [
     pytest.param("fc1", None, TypeError, "make must be a callable", id="make-not-callable"),
     pytest.param(lambda l: "dense", None, TypeError, r"make\('input'\)|make\('fc1'\) must return",
