@@ -9,6 +9,8 @@ Everything else in the library is written once, in ``keras.ops`` and NumPy. What
   assignments as one compiled call (a ``tf.function`` on TensorFlow, one ``jax.jit``-ed
   product on JAX, in-place copies under ``torch.no_grad`` on PyTorch). The pruning callback
   uses it to set masks between training steps.
+* :func:`predict`: outputs of a model evaluated once (accuracy of a new model): Keras'
+  ``predict`` on JAX, eager batches on TensorFlow and PyTorch, where tracing costs more.
 * :func:`forward_function`: the compiled forward pass that latency is measured on.
 * :func:`require`: a clear error for what exists on one backend only (TFLite conversion,
   ``tf.distribute``).
@@ -27,8 +29,8 @@ import numpy as np
 
 from compressnet_lite._checks import check_array, check_model, check_positive_int
 
-__all__ = ["BackendError", "name", "require", "loss_gradients", "assign_products", "forward_function",
-           "scope_value", "outside_scope", "BACKENDS"]
+__all__ = ["BackendError", "name", "require", "loss_gradients", "assign_products", "predict",
+           "forward_function", "scope_value", "outside_scope", "BACKENDS"]
 
 BACKENDS = ("tensorflow", "jax", "torch")
 """The Keras 3 backends the library is tested on."""
@@ -292,6 +294,37 @@ def assign_products(pairs: Sequence[tuple[Any, Any]]) -> Callable[[Sequence[np.n
 # ---------------------------------------------------------------------------------------
 # Inference
 # ---------------------------------------------------------------------------------------
+
+def predict(model: keras.Model, x: Any, batch_size: int = 256) -> Any:
+    """``model``'s outputs on ``x`` (an array, or a structure of arrays) as NumPy, for a model
+    that is evaluated once or a few times: a new model, a probe of some layers' outputs.
+
+    On JAX it is Keras' ``predict`` (one compiled program; an eager call would compile every
+    op of a new shape on its own). On TensorFlow and PyTorch the model is called eagerly in
+    batches: tracing the ``tf.function`` of ``predict`` costs more than the forward pass of
+    a small model (measured: 0.30 against 0.03 CPU-s for the digits' MLP on its 450 test
+    images). The same ops run either way.
+    """
+    leaves = keras.tree.flatten(x)
+    if name() == "jax" or not leaves or not all(isinstance(a, np.ndarray) and a.ndim for a in leaves) \
+            or len(leaves[0]) == 0:  # (a tf.data pipeline, tensors, no examples: Keras' predict)
+        return model.predict(x, batch_size=batch_size, verbose=0)
+    n = len(leaves[0])
+    if name() == "torch":
+        import torch
+
+        context = torch.no_grad()
+    else:
+        import contextlib
+
+        context = contextlib.nullcontext()
+    parts = []
+    with context:
+        for i in range(0, n, batch_size):
+            batch = keras.tree.map_structure(lambda a: a[i:i + batch_size], x)
+            parts.append(keras.tree.map_structure(keras.ops.convert_to_numpy, model(batch, training=False)))
+    return keras.tree.map_structure(lambda *a: np.concatenate(a), *parts)
+
 
 def forward_function(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
     """``fn(x) -> outputs as NumPy``: the model's inference pass, compiled where the backend

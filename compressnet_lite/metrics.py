@@ -256,7 +256,9 @@ def accuracy(model: Any, x: Any, y: Any, *, batch_size: int = 256) -> float:
         raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
     if isinstance(model, keras.Model):
         check_model(model)
-        scores = model.predict(x, batch_size=batch_size, verbose=0)
+        from compressnet_lite import _backend
+
+        scores = _backend.predict(model, x, batch_size=batch_size)
     elif callable(model):
         scores = np.asarray(keras.ops.convert_to_numpy(model(x)))
     else:

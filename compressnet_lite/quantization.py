@@ -33,7 +33,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from compressnet_lite import codecs
+from compressnet_lite import _backend, codecs
 from compressnet_lite._checks import (check_array, check_bool, check_model, check_positive_int,
                                       check_real)
 from compressnet_lite.storage import register_transform
@@ -982,7 +982,7 @@ def calibrate(model: keras.Model, data: Any, rule: str | Callable = "minmax"
         layer.cnl_act_steps.assign(0.0)
     try:
         probe = keras.Model(model.inputs, [l.output for l in targets])
-        outs = probe.predict(x, batch_size=256, verbose=0)
+        outs = _backend.predict(probe, x, batch_size=256)
     except Exception:
         for layer, n in zip(targets, steps):
             layer.cnl_act_steps.assign(n)

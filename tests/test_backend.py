@@ -152,6 +152,25 @@ def test_forward_function_equals_predict():
     np.testing.assert_allclose(fn(X), np.full((37, 3), 1 / 3), atol=1e-6)  # reads current weights
 
 
+@pytest.mark.parametrize("batch_size", [8, 37, 256], ids=["batches", "one-full-batch", "one-short-batch"])
+def test_predict_equals_keras_predict(batch_size):
+    model = _softmax_regression("softmax")
+    out = _backend.predict(model, X, batch_size=batch_size)
+    assert isinstance(out, np.ndarray) and out.shape == (37, 3)
+    np.testing.assert_allclose(out, model.predict(X, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_predict_of_a_model_with_dict_inputs_and_two_outputs():
+    a, b = keras.Input((5,), name="a"), keras.Input((2,), name="b")
+    h = keras.layers.Dense(4, name="h")(keras.layers.Concatenate()([a, b]))
+    model = keras.Model({"a": a, "b": b}, [h, keras.layers.Dense(1, name="y")(h)])
+    x = {"a": X, "b": X[:, :2] * 2}
+    got, want = _backend.predict(model, x, batch_size=10), model.predict(x, batch_size=10, verbose=0)
+    assert len(got) == 2 and [g.shape for g in got] == [(37, 4), (37, 1)]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
 def test_require_names_the_needed_backend():
     _backend.require(_backend.name(), "anything")  # the running backend passes
     other = next(b for b in _backend.BACKENDS if b != _backend.name())
