@@ -533,8 +533,10 @@ def test_rewrite_new_variables_keep_their_initial_values():
 
 
 class _Grows(keras.layers.Layer):
-    """A layer whose copy from its config has one weight more than the original has (``v``);
-    ``twins`` copies built later get it too (then the budget is spent)."""
+    """A layer whose copy from its config has one weight more than the original has (``v``).
+
+    Every build with ``extra`` adds ``v`` while ``twins >= 0`` and spends one: ``twins = 1``
+    lets the copy and one twin built after it have ``v``, ``twins = 0`` the copy only."""
 
     twins = 1
 
