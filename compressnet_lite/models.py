@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
+from compressnet_lite import _backend
 from compressnet_lite._checks import check_model, check_positive_int
 from compressnet_lite.data import Dataset
 
@@ -172,6 +173,7 @@ def train(model: keras.Model, dataset: Dataset, epochs: int = 10, *, batch_size:
         keras.utils.set_random_seed(seed)
     if recompile or getattr(model, "optimizer", None) is None:
         compile_model(model, learning_rate=learning_rate)
+    _backend.build_for_fit(model, dataset.x_train[:batch_size], dataset.y_train[:batch_size])
     model.fit(dataset.x_train, dataset.y_train, epochs=epochs, batch_size=batch_size,
               validation_data=(dataset.x_test, dataset.y_test) if validation else None,
               callbacks=list(callbacks), verbose=verbose)

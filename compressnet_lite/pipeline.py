@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import keras
 import numpy as np
 
-from compressnet_lite import metrics, models, storage
+from compressnet_lite import _backend, metrics, models, storage
 from compressnet_lite._checks import check_choice, check_fraction, check_model, check_positive_int
 from compressnet_lite.data import Dataset
 
@@ -173,6 +173,7 @@ def _fit(model: keras.Model, data: Dataset, epochs: int, batch_size: int, callba
          seed: int | None) -> None:
     if seed is not None:
         keras.utils.set_random_seed(seed)
+    _backend.build_for_fit(model, data.x_train[:batch_size], data.y_train[:batch_size])
     model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=batch_size, verbose=0,
               callbacks=list(callbacks))
 

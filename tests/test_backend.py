@@ -171,6 +171,45 @@ def test_predict_of_a_model_with_dict_inputs_and_two_outputs():
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
 
+def _compiled(kind):
+    model = _softmax_regression("softmax")
+    if kind == "distiller":
+        from compressnet_lite.distillation import Distiller
+
+        model = Distiller(model, _softmax_regression("softmax", seed=1))
+        model.compile(optimizer=keras.optimizers.Adam(0.1))
+    else:
+        model.compile(optimizer=keras.optimizers.Adam(0.1), loss=keras.losses.SparseCategoricalCrossentropy(),
+                      metrics=["accuracy"] if kind == "with-a-metric" else [])
+    return model
+
+
+@pytest.mark.parametrize("kind", ["with-a-metric", "loss-only", "distiller"])
+def test_build_for_fit_builds_first_and_changes_no_number(kind):
+    runs = []
+    for build_first in (False, True):
+        model = _compiled(kind)
+        if build_first:
+            _backend.build_for_fit(model, X[:8], Y[:8])
+            if _backend.name() == "tensorflow":  # the other trainers build when fit starts
+                assert model.optimizer.built and len(model.optimizer.variables) > 2
+        keras.utils.set_random_seed(1)
+        history = model.fit(X, Y, epochs=2, batch_size=8, verbose=0)
+        runs.append((model.get_weights(), history.history))
+    (w_plain, h_plain), (w_built, h_built) = runs
+    for a, b in zip(w_plain, w_built):
+        np.testing.assert_array_equal(a, b)
+    assert h_plain == h_built and len(h_plain["loss"]) == 2
+
+
+def test_build_for_fit_leaves_an_uncompiled_model_alone_and_refuses_a_non_model():
+    model = _softmax_regression()
+    _backend.build_for_fit(model, X, Y)
+    assert getattr(model, "optimizer", None) is None
+    with pytest.raises(TypeError, match="model"):
+        _backend.build_for_fit("a model", X, Y)
+
+
 def test_require_names_the_needed_backend():
     _backend.require(_backend.name(), "anything")  # the running backend passes
     other = next(b for b in _backend.BACKENDS if b != _backend.name())
