@@ -298,8 +298,8 @@ def assign_products(pairs: Sequence[tuple[Any, Any]]) -> Callable[[Sequence[np.n
 # Training
 # ---------------------------------------------------------------------------------------
 
-def build_for_fit(model: keras.Model, x: Any, y: Any) -> None:
-    """Make a compiled ``model``'s optimizer and metric variables now, for ``fit`` on ``(x, y)``.
+def build_for_fit(model: keras.Model, x: Any, y: Any = None) -> None:
+    """Make a compiled ``model``'s optimizer and metric variables now, for ``fit(x, y)``.
 
     Keras' JAX and PyTorch trainers build them eagerly when ``fit`` starts. Its TensorFlow
     trainer (without a ``tf.distribute`` strategy) leaves them to the first trace of the
@@ -307,17 +307,29 @@ def build_for_fit(model: keras.Model, x: Any, y: Any) -> None:
     time without creating them: for a new small model that doubles the cost of its first
     ``fit`` call (measured: the digits' MLP, one epoch, 2.0 -> 0.9 CPU-s). Here the same
     variables are made first, with the same initial values, so the trained weights are
-    bit-identical. ``x`` and ``y`` are a batch (or more) of what ``fit`` will get; only their
-    shapes and dtypes are used. Nothing happens on the other backends or when everything is
-    built.
+    bit-identical. ``x`` and ``y`` are what ``fit`` gets (arrays, or a ``tf.data.Dataset``
+    of ``(x, y)`` or ``(x, y, sample_weight)`` as ``x``); only their shapes and dtypes are
+    used. Nothing happens on the other backends, for other kinds of data, or when
+    everything is built.
     """
     if not isinstance(model, keras.Model):  # (a Distiller is built by its first fit)
         raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
-    if name() != "tensorflow" or getattr(model, "optimizer", None) is None:
+    if name() != "tensorflow" or getattr(model, "optimizer", None) is None \
+            or getattr(model, "_distribute_strategy", None) is not None:  # (Keras builds then)
         return
+    import tensorflow as tf
+
+    batch = (x, y, None)
+    if isinstance(x, tf.data.Dataset):
+        spec = x.element_spec
+        if y is not None or not isinstance(spec, tuple) or not 1 <= len(spec) <= 3:
+            return  # (Keras' fit refuses y with a dataset; other structures: fit builds)
+        batch = spec + (None,) * (3 - len(spec))
+    elif not all(hasattr(a, "shape") and hasattr(a, "dtype") for a in keras.tree.flatten(x)):
+        return  # (a generator, a PyDataset: fit builds)
     symbolic_build = getattr(model, "_symbolic_build", None)  # what Keras runs under a strategy
     if symbolic_build is not None:
-        symbolic_build(data_batch=(x, y, None))
+        symbolic_build(data_batch=batch)
     elif not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
 

@@ -29,7 +29,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from compressnet_lite import models
+from compressnet_lite import _backend, models
 from compressnet_lite._checks import check_array, check_choice, check_fraction, check_model
 
 __all__ = [
@@ -484,6 +484,12 @@ class Distiller(keras.distillation.Distiller):
                              "student's logits, plus the distillation loss chosen with loss=...); "
                              "do not pass loss to compile")
         super().compile(optimizer=optimizer, loss=_hard_label_loss, metrics=metrics, **kwargs)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """Keras' ``fit``, with the optimizer built first on TensorFlow (see
+        ``_backend.build_for_fit``: one trace of the train step instead of two)."""
+        _backend.build_for_fit(self, x, y)
+        return super().fit(x, y, *args, **kwargs)
 
     def call(self, inputs, training=None):
         return self._student_logits(inputs, training=training)

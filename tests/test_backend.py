@@ -195,13 +195,37 @@ def test_build_for_fit_builds_first_and_changes_no_number(kind):
             _backend.build_for_fit(model, X[:8], Y[:8])
             if _backend.name() == "tensorflow":  # the other trainers build when fit starts
                 assert model.optimizer.built and len(model.optimizer.variables) > 2
-        keras.utils.set_random_seed(1)
-        history = model.fit(X, Y, epochs=2, batch_size=8, verbose=0)
+        keras.utils.set_random_seed(1)  # (keras.Model.fit: without the Distiller's own build)
+        history = keras.Model.fit(model, X, Y, epochs=2, batch_size=8, verbose=0)
         runs.append((model.get_weights(), history.history))
     (w_plain, h_plain), (w_built, h_built) = runs
     for a, b in zip(w_plain, w_built):
         np.testing.assert_array_equal(a, b)
     assert h_plain == h_built and len(h_plain["loss"]) == 2
+
+
+def test_build_for_fit_reads_a_datasets_elements_and_leaves_what_it_cannot_read_to_fit():
+    tf = pytest.importorskip("tensorflow")
+    batches = tf.data.Dataset.from_tensor_slices((X, Y)).batch(8)
+    built, generator, named = (_compiled("with-a-metric") for _ in range(3))
+    _backend.build_for_fit(built, batches)
+    _backend.build_for_fit(generator, (b for b in [(X, Y)]))
+    _backend.build_for_fit(named, batches.map(lambda x, y: {"x": x, "y": y}))
+    assert built.optimizer.built == (_backend.name() == "tensorflow")
+    assert not generator.optimizer.built and not named.optimizer.built
+    for model in (built, generator):
+        model.fit(batches, epochs=1, verbose=0, shuffle=False)  # fit builds what is left
+
+
+def test_distiller_fit_builds_first(monkeypatch):
+    from compressnet_lite.distillation import Distiller
+
+    distiller = Distiller(_softmax_regression("softmax"), _softmax_regression("softmax", seed=1))
+    distiller.compile(optimizer=keras.optimizers.Adam(0.1))
+    seen, real = [], _backend.build_for_fit
+    monkeypatch.setattr(_backend, "build_for_fit", lambda *a: (seen.append(a[1:]), real(*a)))
+    distiller.fit(X, Y, epochs=1, batch_size=8, verbose=0)
+    assert len(seen) == 1 and seen[0][0] is X and seen[0][1] is Y and distiller.optimizer.built
 
 
 def test_build_for_fit_leaves_an_uncompiled_model_alone_and_refuses_a_non_model():
