@@ -325,8 +325,8 @@ def build_for_fit(model: keras.Model, x: Any, y: Any = None) -> None:
         if y is not None or not isinstance(spec, tuple) or not 1 <= len(spec) <= 3:
             return  # (Keras' fit refuses y with a dataset; other structures: fit builds)
         batch = spec + (None,) * (3 - len(spec))
-    elif not all(hasattr(a, "shape") and hasattr(a, "dtype") for a in keras.tree.flatten(x)):
-        return  # (a generator, a PyDataset: fit builds)
+    elif x is None or not all(hasattr(a, "shape") and hasattr(a, "dtype") for a in keras.tree.flatten(x)):
+        return  # (no data, a generator, a PyDataset: fit builds, or says what is wrong)
     symbolic_build = getattr(model, "_symbolic_build", None)  # what Keras runs under a strategy
     if symbolic_build is not None:
         symbolic_build(data_batch=batch)

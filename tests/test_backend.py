@@ -210,6 +210,7 @@ def test_build_for_fit_reads_a_datasets_elements_and_leaves_what_it_cannot_read_
     built, generator, named = (_compiled("with-a-metric") for _ in range(3))
     _backend.build_for_fit(built, batches)
     _backend.build_for_fit(generator, (b for b in [(X, Y)]))
+    _backend.build_for_fit(generator, None)
     _backend.build_for_fit(named, batches.map(lambda x, y: {"x": x, "y": y}))
     assert built.optimizer.built == (_backend.name() == "tensorflow")
     assert not generator.optimizer.built and not named.optimizer.built
