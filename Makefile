@@ -2,7 +2,6 @@
 #   make book   build the executed book into _build/html
 #   make test   library tests + nbval over every chapter
 #   make test-backends   the library tests on JAX and PyTorch (own venv, .venv-backends)
-#   make test-backends-ci  what .ci/run runs of them: the contract on JAX, everything on PyTorch
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -12,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 .PHONY: book test venv render check-sync notebooks nb clean test-backends venv-backends lint \
-        test-backends-core test-backends-ci
+        test-backends-core
 
 # The library on the other Keras 3 backends: the same stack plus jax (CPU) and torch (the
 # CPU build), in a venv of their own so that the book's .venv stays TensorFlow-only.
@@ -36,10 +35,6 @@ JAX_RUN   := KERAS_BACKEND=jax JAX_COMPILATION_CACHE_DIR=$(abspath $(BVENV))/jax
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0 \
              XLA_FLAGS="--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 TORCH_RUN := KERAS_BACKEND=torch OMP_NUM_THREADS=1
-## .ci/run: the whole library suite on PyTorch, and on JAX the contract without its two tests
-## that start a process per backend (both in test-backends-core). With the whole JAX suite
-## beside make test, .ci/run took 1,758 s (green, 2026-12-02): 42 s under CI's 30 minutes.
-CI_JAX_K  := not every_other_backend and not data_parallel
 
 ## pip byte-compiles what it installs on one core (about 70 of the 135 s of a fresh .venv);
 ## compileall does it on every core (about 38 s on two), so pip installs with --no-compile.
@@ -77,10 +72,6 @@ test-backends: venv-backends
 test-backends-core: venv-backends
 	$(JAX_RUN) $(BACKEND_PYTEST) $(BACKEND_CORE) $(if $(K),-k "$(K)")
 	$(TORCH_RUN) $(BACKEND_PYTEST) $(BACKEND_CORE) $(if $(K),-k "$(K)")
-
-test-backends-ci: venv-backends
-	$(JAX_RUN) $(BACKEND_PYTEST) $(BACKEND_CORE) -k "$(CI_JAX_K)"
-	$(TORCH_RUN) $(BACKEND_PYTEST) $(BACKEND_TESTS)
 
 ## Build the book: execute the chapters whose notebook is missing or out of sync with its
 ## source (book/*.py), then render every chapter's executed, validated notebook. The outputs
