@@ -25,13 +25,18 @@ BACKEND_TESTS  := tests --ignore=tests/test_book_html.py
 ## backends, DataParallel on JAX).
 BACKEND_CORE   := tests/test_backend.py
 ## JAX compiles each new model's functions; many tests build models of the same shapes, so
-## XLA's persistent cache (keyed by the computation, the flags and the jax version) saves time
-## (measured: tests/test_backend.py 128 s -> 76 s, the whole suite about a fifth). It lives
-## beside the venv. The test models are tiny, so compiling costs more than running: XLA's CPU
-## backend compiles without LLVM's optimisations (a MobileNetV2 test: 77 -> 49 CPU-s; the
-## suite passes either way). One OpenMP thread per PyTorch worker: two workers with PyTorch's default
-## threads each spin against each other.
-JAX_RUN   := KERAS_BACKEND=jax JAX_COMPILATION_CACHE_DIR=$(abspath $(BVENV))/jax-cache \
+## XLA's persistent cache (keyed by the computation without its source locations, the flags
+## and the jax version) saves time: within one run, tests/test_backend.py 128 s -> 76 s and
+## the whole suite about a fifth; from the cache of an earlier run, the whole suite 700 -> 420
+## CPU-s (2026-12-02). So it lives in the user's cache directory, where later runs and fresh
+## clones find it, like pip's (JAX_CACHE=dir moves it; a run from an empty cache writes about
+## 20 MB and it can be deleted at any time; JAX's size limit stays unset: its eviction reads
+## every entry on every write). The test models are tiny, so compiling costs more than
+## running: XLA's CPU backend compiles without LLVM's optimisations (a MobileNetV2 test: 77 -> 49
+## CPU-s; the suite passes either way). One OpenMP thread per PyTorch worker: two workers
+## with PyTorch's default threads each spin against each other.
+JAX_CACHE ?= $(or $(XDG_CACHE_HOME),$(if $(HOME),$(HOME)/.cache),$(abspath $(BVENV)))/compressnet-lite/jax
+JAX_RUN   := KERAS_BACKEND=jax JAX_COMPILATION_CACHE_DIR=$(JAX_CACHE) \
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0 \
              XLA_FLAGS="--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 TORCH_RUN := KERAS_BACKEND=torch OMP_NUM_THREADS=1
