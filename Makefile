@@ -25,13 +25,14 @@ BACKEND_TESTS  := tests --ignore=tests/test_book_html.py
 ## backends, DataParallel on JAX).
 BACKEND_CORE   := tests/test_backend.py
 ## JAX compiles each new model's functions; many tests build models of the same shapes, so
-## XLA's persistent cache (keyed by the computation without its source locations, the flags
-## and the jax version) saves time: within one run, tests/test_backend.py 128 s -> 76 s and
+## XLA's persistent cache saves time: within one run, tests/test_backend.py 128 s -> 76 s and
 ## the whole suite about a fifth; from the cache of an earlier run, the whole suite 700 -> 420
-## CPU-s (2026-12-02). So it lives in the user's cache directory, where later runs and fresh
-## clones find it, like pip's (JAX_CACHE=dir moves it; a run from an empty cache writes about
-## 20 MB and it can be deleted at any time; JAX's size limit stays unset: its eviction reads
-## every entry on every write). The test models are tiny, so compiling costs more than
+## CPU-s (2026-12-02). Its keys are the computation without its source locations, the flags,
+## the jax version and the cache's own path (XLA's compile options carry it). So it lives in
+## the user's cache directory, where later runs and fresh clones find it, like pip's
+## (JAX_CACHE=dir moves it and starts it empty; a run from an empty cache writes about 20 MB,
+## and it can be deleted at any time; JAX's size limit stays unset: its eviction reads every
+## entry on every write). The test models are tiny, so compiling costs more than
 ## running: XLA's CPU backend compiles without LLVM's optimisations (a MobileNetV2 test: 77 -> 49
 ## CPU-s; the suite passes either way). One OpenMP thread per PyTorch worker: two workers
 ## with PyTorch's default threads each spin against each other.
